@@ -1,0 +1,69 @@
+# One entry point for people and CI: `make test` builds what it needs and runs everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: test test-unit test-integration test-fast coverage lint format clean browser-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## test: lint, then the whole suite (unit, integration against the embedded broker, browser)
+test: lint browser-deps
+	$(PYTEST)
+
+## test-unit: the fast tests, no external service started
+test-unit: $(STAMP)
+	$(PYTEST) -m "not integration and not browser"
+
+## test-integration: the tests that start the broker, servers and the forwarder subprocess
+test-integration: $(STAMP) browser-deps
+	$(PYTEST) -m "integration or browser"
+
+## test-fast: the whole suite on every core
+test-fast: $(STAMP)
+	$(PYTEST) -n auto
+
+## coverage: the whole suite with branch coverage; fails under 90%
+coverage: $(STAMP) browser-deps
+	$(BIN)/coverage erase
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report
+
+## lint: ruff (lint and format check) and mypy strict
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+BROWSER_DIR := tests/support/browser
+BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed
+
+## browser-deps: headless Chromium (Debian's package) and the socket.io-client bundle for the browser test
+browser-deps: $(BROWSER_STAMP)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else \
+			echo "browser-deps: /usr/bin/chromium is missing; as root: apt-get install chromium" >&2; \
+		fi; \
+	fi
+
+$(BROWSER_STAMP): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

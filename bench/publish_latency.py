@@ -1,0 +1,310 @@
+"""What one publish costs the calling thread, beside a raw pyzmq send, in three forwarder states.
+
+Run:  .venv/bin/python bench/publish_latency.py            (about four minutes)
+      .venv/bin/python bench/publish_latency.py --quick    (a smoke run of about twenty seconds)
+
+States: a forwarder-like PULL peer reading in another process; no peer at all; a peer that is
+connected but never reads (its queue and then ours fill up). Methods: the full
+`publish_order_event` (encode and queue), `PushTransport.send` of an encoded frame alone, a raw
+pyzmq `send(frame, NOBLOCK)` of the same frame, and an empty function call, the floor this
+harness can measure. Bursts are back-to-back calls in groups of 1,000 with a pause after each
+group (the pump drains it); paced calls come 1,000 a second with the thread asleep in between.
+Every call is timed with perf_counter_ns, with the garbage collector on and then off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from emitter.publisher import EventPublisher, encode_event
+from emitter.transport import PushTransport
+
+HWM = 10000
+BURST = 1000
+BURST_PAUSE_S = 0.02
+PACED_RATE = 1000.0
+STATES = ("reading peer", "no peer", "stalled peer")
+METHODS = ("publish", "transport.send", "raw zmq send")
+
+PEER = """
+import sys, zmq
+pull = zmq.Context().socket(zmq.PULL)
+pull.bind(sys.argv[1])
+print("ready", flush=True)
+if sys.argv[2] == "read":
+    while True:
+        pull.recv()
+sys.stdin.read()
+"""
+
+IMPORT_COST = """
+import sys, time
+def rss_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+if sys.argv[1] == "warm":
+    import logging, threading, zmq, msgspec.msgpack
+before = rss_kib()
+start = time.perf_counter()
+import emitter
+print((time.perf_counter() - start) * 1e3, rss_kib() - before)
+"""
+
+Call = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured series and its summary cells."""
+
+    state: str
+    method: str
+    pattern: str
+    gc: str
+    samples: list[int]
+    refused: int
+
+    def cells(self) -> list[str]:
+        s = sorted(self.samples)
+        n = len(s)
+
+        def us(q: float) -> str:
+            return f"{s[min(n - 1, int(n * q))] / 1e3:.1f}"
+
+        quantiles = [us(0.5), us(0.99), us(0.999), f"{s[-1] / 1e3:.0f}"]
+        return [
+            self.state,
+            self.method,
+            self.pattern,
+            self.gc,
+            str(n),
+            *quantiles,
+            str(self.refused),
+        ]
+
+
+@contextmanager
+def peer(endpoint: str, state: str) -> Iterator[None]:
+    """A forwarder stand-in in its own process, ended by its pid whatever happens."""
+    if state == "no peer":
+        yield
+        return
+    mode = "read" if state == "reading peer" else "stall"
+    with subprocess.Popen(
+        [sys.executable, "-c", PEER, endpoint, mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+            yield
+        finally:
+            proc.kill()
+
+
+def bursts(call: Call, total: int) -> tuple[list[int], int]:
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    refused = 0
+    while len(samples) < total:
+        for _ in range(BURST):
+            start = clock()
+            ok = call()
+            samples.append(clock() - start)
+            refused += not ok
+        time.sleep(BURST_PAUSE_S)
+    return samples, refused
+
+
+def paced(call: Call, total: int) -> tuple[list[int], int]:
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    refused = 0
+    next_at = time.perf_counter()
+    for _ in range(total):
+        next_at += 1.0 / PACED_RATE
+        pause = next_at - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        start = clock()
+        ok = call()
+        samples.append(clock() - start)
+        refused += not ok
+    return samples, refused
+
+
+def order_event(publisher: EventPublisher) -> Call:
+    def call() -> bool:
+        return publisher.publish_order_event(
+            "trader1",
+            "SBIN-EQ",
+            "BUY",
+            "250101000012345",
+            "live",
+            exchange="NSE",
+            price_type="MARKET",
+            product_type="MIS",
+        )
+
+    return call
+
+
+def raw_send(sock: zmq.Socket[bytes], frame: bytes) -> Call:
+    def call() -> bool:
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    return call
+
+
+def empty() -> bool:
+    return True
+
+
+@contextmanager
+def method_call(
+    method: str, endpoint: str, frame: bytes, context: zmq.Context[zmq.Socket[bytes]]
+) -> Iterator[Call]:
+    """A fresh sender for one series, closed afterwards so series do not share a queue."""
+    if method == "raw zmq send":
+        sock = context.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.connect(endpoint)
+        try:
+            yield raw_send(sock, frame)
+        finally:
+            sock.close(linger=0)
+        return
+    transport = PushTransport(endpoint, hwm=HWM, linger_ms=0)
+    try:
+        if method == "publish":
+            yield order_event(EventPublisher(transport))
+        else:
+            yield lambda: transport.send(frame)
+    finally:
+        transport.close()
+
+
+def measure(call: Call, pattern: str, count: int, gc_mode: str) -> tuple[list[int], int]:
+    call()
+    time.sleep(0.1)
+    if gc_mode == "gc off":
+        gc.disable()
+    try:
+        return (bursts if pattern == "bursts" else paced)(call, count)
+    finally:
+        gc.enable()
+
+
+def run(endpoint: str, burst_calls: int, paced_calls: int, gc_modes: list[str]) -> list[Row]:
+    frame = encode_event(
+        "order_event",
+        {"symbol": "SBIN-EQ", "action": "BUY", "orderid": "250101000012345", "mode": "live"},
+        user_id="trader1",
+    )
+    patterns = (("bursts", burst_calls), (f"paced {PACED_RATE / 1000:.0f}k/s", paced_calls))
+    rows: list[Row] = []
+    for gc_mode in gc_modes:
+        for pattern, count in patterns:
+            samples, refused = measure(empty, pattern, count, gc_mode)
+            rows.append(Row("-", "empty call", pattern, gc_mode, samples, refused))
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    for state in STATES:
+        with peer(endpoint, state):
+            for gc_mode in gc_modes:
+                for method in METHODS:
+                    for pattern, count in patterns:
+                        with method_call(method, endpoint, frame, context) as call:
+                            samples, refused = measure(call, pattern, count, gc_mode)
+                        rows.append(Row(state, method, pattern, gc_mode, samples, refused))
+    context.term()
+    return rows
+
+
+def import_cost(runs: int, mode: str) -> tuple[float, float]:
+    """Median time and added RSS of `import emitter` in fresh interpreters."""
+    times, rss = [], []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT_COST, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
+        times.append(float(out[0]))
+        rss.append(float(out[1]))
+    return sorted(times)[runs // 2], sorted(rss)[runs // 2] / 1024
+
+
+def idle_cpu_ms(endpoint: str, seconds: float) -> float:
+    """CPU the whole process spends while the pump is parked and nothing is published."""
+    transport = PushTransport(endpoint, hwm=HWM, linger_ms=0)
+    transport.send(b"x")
+    while not transport.parked:
+        time.sleep(0.01)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(seconds)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    transport.close()
+    return (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e3
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ["state", "method", "pattern", "gc", "calls", "p50", "p99", "p99.9", "max", "False"]
+    table = [header] + [row.cells() for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for i, line in enumerate(table):
+        pairs = enumerate(zip(line, widths, strict=True))
+        cells = [c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in pairs]
+        print("  ".join(cells))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--gc", choices=("on", "off", "both"), default="both")
+    args = parser.parse_args()
+    burst_calls, paced_calls, runs, idle_s = (
+        (5_000, 500, 3, 1.0) if args.quick else (200_000, 5_000, 9, 5.0)
+    )
+    gc_modes = {"on": ["gc on"], "off": ["gc off"], "both": ["gc on", "gc off"]}[args.gc]
+    with tempfile.TemporaryDirectory(prefix="emb") as tmp:
+        endpoint = f"ipc://{Path(tmp) / 'events.sock'}"
+        rows = run(endpoint, burst_calls, paced_calls, gc_modes)
+        idle = idle_cpu_ms(endpoint, idle_s)
+    print(
+        f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; microseconds per call in "
+        f"the calling thread; bursts of {BURST} calls, {BURST_PAUSE_S * 1e3:.0f} ms apart; "
+        f"SNDHWM {HWM}; False: calls that returned False (dropped)"
+    )
+    print_table(rows)
+    cold_ms, cold_mib = import_cost(runs, "cold")
+    warm_ms, warm_mib = import_cost(runs, "warm")
+    print(
+        f"\nimport emitter, fresh interpreter: {cold_ms:.1f} ms, +{cold_mib:.1f} MiB RSS; "
+        f"after zmq, msgspec, logging and threading (as in OpenAlgo): {warm_ms:.1f} ms, "
+        f"+{warm_mib:.1f} MiB (medians of {runs})"
+    )
+    print(f"idle CPU of the process with the pump parked: {idle:.1f} ms over {idle_s:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

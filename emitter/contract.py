@@ -1,0 +1,70 @@
+"""The wire contract between the emitter and the forwarder: one msgpack-encoded envelope a frame."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SYSTEM_KEY",
+    "Envelope",
+    "InvalidEnvelope",
+    "decode_envelope",
+    "encode_envelope",
+]
+
+SCHEMA_VERSION: Final = 1
+SYSTEM_KEY: Final = "admin"
+"""Partition key of events that belong to no user (the seed keyed them so)."""
+
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One event as it crosses the process boundary; positional on the wire to stay small."""
+
+    v: Annotated[int, msgspec.Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
+    id: _NonEmpty
+    """Unique per event: how sinks and consumers recognise a duplicate."""
+    ts: Annotated[int, msgspec.Meta(gt=0)]
+    """Emit time, integer nanoseconds since the Unix epoch."""
+    event: _NonEmpty
+    """Socket.IO event name (`order_event`, ...); for events no browser sees, the topic."""
+    topic: str | None
+    """OpenAlgo event-bus topic (`order.placed`, ...) when the event came from the bus."""
+    user_id: str | None
+    key: _NonEmpty
+    """Kafka partition key: the user id, or `admin` for system events."""
+    data: dict[str, Any]
+    """The payload exactly as the browser receives it: JSON-compatible values only."""
+    browser: bool = True
+    """False for events Kafka records but the browser never received (live failures)."""
+
+
+class InvalidEnvelope(ValueError):  # noqa: N818 - reads as a statement about the frame
+    """A frame that is not a valid envelope; `reason` says why, for the dead-letter record."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(Envelope)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """Encode for the wire; raises msgspec.EncodeError or TypeError on unserialisable data."""
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(frame: bytes) -> Envelope:
+    """Decode one frame strictly, so a bad producer can never inject a half-valid event."""
+    try:
+        return _decoder.decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidEnvelope(str(exc)) from exc
+    except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
+        raise InvalidEnvelope(f"undecodable frame: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,153 @@
+"""Let the forwarder reach the browsers through the app's own Socket.IO server, and only it.
+
+The forwarder runs outside the trading process, so it cannot emit to the browsers' sockets
+itself. `install_relay` adds a namespace to the app's Socket.IO server (Flask-SocketIO or a
+plain python-socketio `Server`) that accepts only clients presenting the shared secret and
+re-emits each relayed event to the browsers under its original name and payload.
+
+Acknowledgement: the `relay_batch` event's answer is the number of items emitted. A
+well-formed batch (all the forwarder ever sends) is emitted whole and in order, so a count
+`n` means its first `n` items reached the browsers' sockets. Malformed items are skipped,
+counted and logged, never raised: one bad item must not take the app's server down.
+
+A batch whose acknowledgement was lost is sent again by the forwarder, so browsers can see
+the same event twice, with the same payload (event ids are not part of browser payloads).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import socketio
+
+__all__ = [
+    "BATCH_EVENT",
+    "DEFAULT_NAMESPACE",
+    "MIN_SECRET_LENGTH",
+    "REFUSED_MESSAGE",
+    "RESERVED_EVENTS",
+    "install_relay",
+]
+
+DEFAULT_NAMESPACE: Final = "/openalgo-forwarder"
+BATCH_EVENT: Final = "relay_batch"
+"""Carries a list of `[event_name, payload, user_id]` items; answered with the emitted count."""
+REFUSED_MESSAGE: Final = "relay secret refused"
+"""What a refused client is told, so it can tell a wrong secret from an unreachable server."""
+MIN_SECRET_LENGTH: Final = 16
+RESERVED_EVENTS: Final = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+"""Names Socket.IO clients give a meaning of their own: relaying one would confuse browsers."""
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[..., Any]
+
+
+class _Relay:
+    """The checks and the re-emitting, shared by the two server flavours' thin handlers."""
+
+    def __init__(
+        self, emit: Emit, secret: str, browser_namespace: str, per_user_rooms: bool
+    ) -> None:
+        self._emit = emit
+        self._secret = secret.encode("utf-8", "surrogatepass")
+        self._browser_namespace = browser_namespace
+        self._per_user_rooms = per_user_rooms
+
+    def admit(self, sid: object, remote: object, auth: object) -> bool:
+        """Accept a client only with the secret; compare in constant time, log who, never what."""
+        presented = auth.get("secret") if isinstance(auth, dict) else None
+        if isinstance(presented, str) and hmac.compare_digest(
+            presented.encode("utf-8", "surrogatepass"), self._secret
+        ):
+            logger.info("relay client %s connected from %s", sid, remote)
+            return True
+        reason = "no secret presented" if presented is None else "wrong secret"
+        logger.warning("relay connection refused (%s): client %s from %s", reason, sid, remote)
+        raise socketio.exceptions.ConnectionRefusedError(REFUSED_MESSAGE)
+
+    def relay(self, args: tuple[Any, ...]) -> int:
+        """Emit a batch's items in order; answer how many went out."""
+        items = args[0] if len(args) == 1 else None
+        if not isinstance(items, list):
+            logger.warning("relay batch refused: expected one list of [event, payload, user_id]")
+            return 0
+        emitted = sum(self._emit_item(item) for item in items)
+        if emitted < len(items):
+            logger.warning(
+                "relay batch: %d of %d items not emitted", len(items) - emitted, len(items)
+            )
+        return emitted
+
+    def _emit_item(self, item: object) -> bool:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], str)
+            and item[0]
+            and item[0] not in RESERVED_EVENTS
+            and isinstance(item[1], dict)
+            and (item[2] is None or isinstance(item[2], str))
+        ):
+            return False
+        event, payload, user_id = item
+        room = user_id if self._per_user_rooms and user_id else None
+        self._emit(event, payload, namespace=self._browser_namespace, to=room)
+        return True
+
+
+def install_relay(
+    socketio_server: Any,
+    secret: str,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    browser_namespace: str = "/",
+    per_user_rooms: bool = False,
+) -> None:
+    """Register the relay on a Flask-SocketIO `SocketIO` or a python-socketio `Server`.
+
+    Raises ValueError at app start-up for a secret shorter than MIN_SECRET_LENGTH or a relay
+    namespace that is the browsers' own; neither message contains the secret.
+    """
+    if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the relay secret must be at least {MIN_SECRET_LENGTH} characters")
+    if namespace == browser_namespace:
+        raise ValueError(f"the relay namespace {namespace!r} must differ from the browsers'")
+    relay = _Relay(socketio_server.emit, secret, browser_namespace, per_user_rooms)
+    if hasattr(socketio_server, "on_event"):
+        _install_flask(socketio_server, relay, namespace)
+    else:
+        _install_plain(socketio_server, relay, namespace)
+
+
+def _install_flask(socketio_ext: Any, relay: _Relay, namespace: str) -> None:
+    """Flask-SocketIO calls handlers inside a request context that holds the client's sid."""
+    import flask  # noqa: PLC0415 - only a Flask app has it, and only then is it needed
+
+    def on_connect(auth: object = None) -> bool:
+        request = flask.request
+        return relay.admit(getattr(request, "sid", None), request.remote_addr, auth)
+
+    def on_batch(*args: Any) -> int:
+        return relay.relay(args)
+
+    socketio_ext.on_event("connect", on_connect, namespace=namespace)
+    socketio_ext.on_event(BATCH_EVENT, on_batch, namespace=namespace)
+
+
+def _install_plain(server: Any, relay: _Relay, namespace: str) -> None:
+    """A plain python-socketio server passes the sid and the WSGI environ itself."""
+
+    def on_connect(sid: str, environ: dict[str, Any], auth: object = None) -> bool:
+        return relay.admit(sid, environ.get("REMOTE_ADDR"), auth)
+
+    def on_batch(sid: str, *args: Any) -> int:
+        return relay.relay(args)
+
+    server.on("connect", on_connect, namespace=namespace)
+    server.on(BATCH_EVENT, on_batch, namespace=namespace)

@@ -1,0 +1,124 @@
+"""The strict decoder turns every malformed frame into InvalidEnvelope, round-trips valid ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emitter.contract import (
+    SCHEMA_VERSION,
+    Envelope,
+    InvalidEnvelope,
+    decode_envelope,
+    encode_envelope,
+)
+
+ints = st.integers(-(2**63), 2**64 - 1)
+"""Every integer msgpack can carry."""
+json_values = st.recursive(
+    st.none() | st.booleans() | ints | st.floats(allow_nan=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | ints | st.floats() | st.text() | st.binary(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.one_of(st.text(max_size=4), ints), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+non_empty = st.text(min_size=1, max_size=20)
+envelopes = st.builds(
+    Envelope,
+    v=st.just(SCHEMA_VERSION),
+    id=non_empty,
+    ts=st.integers(1, 2**63 - 1),
+    event=non_empty,
+    topic=st.none() | st.text(max_size=20),
+    user_id=st.none() | st.text(max_size=20),
+    key=non_empty,
+    data=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    browser=st.booleans(),
+)
+
+
+def not_int(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return values.filter(lambda v: type(v) is not int)
+
+
+WRONG_AT: dict[int, st.SearchStrategy[Any]] = {
+    0: ints.filter(lambda v: v != SCHEMA_VERSION) | not_int(msgpack_values),
+    1: st.just("") | msgpack_values.filter(lambda v: type(v) is not str),
+    2: st.integers(-(2**63), 0) | not_int(msgpack_values),
+    3: st.just("") | msgpack_values.filter(lambda v: type(v) is not str),
+    4: msgpack_values.filter(lambda v: v is not None and type(v) is not str),
+    5: msgpack_values.filter(lambda v: v is not None and type(v) is not str),
+    6: st.just("") | msgpack_values.filter(lambda v: type(v) is not str),
+    7: msgpack_values.filter(lambda v: type(v) is not dict)
+    | st.dictionaries(ints, json_values, min_size=1, max_size=3),
+    8: msgpack_values.filter(lambda v: type(v) is not bool),
+}
+
+
+@st.composite
+def almost_envelopes(draw: st.DrawFn) -> list[Any]:
+    """A valid envelope's fields as a list, then one field made wrong or the length changed."""
+    fields = list(msgspec.structs.astuple(draw(envelopes)))
+    how = draw(st.sampled_from(["field", "short", "long"]))
+    if how == "field":
+        position = draw(st.integers(0, len(fields) - 1))
+        fields[position] = draw(WRONG_AT[position])
+    elif how == "short":
+        fields = fields[: draw(st.integers(0, 7))]
+    else:
+        fields += draw(st.lists(msgpack_values, min_size=1, max_size=3))
+    return fields
+
+
+class TestDecodeEnvelope:
+    @settings(max_examples=500)
+    @given(st.binary(max_size=200))
+    def test_arbitrary_bytes_raise_invalid_envelope(self, frame: bytes):
+        """Random bytes never crash the decoder: they are refused with a reason."""
+        with pytest.raises(InvalidEnvelope) as refused:
+            decode_envelope(frame)
+        assert refused.value.reason
+
+    @settings(max_examples=200)
+    @given(msgpack_values)
+    def test_wrongly_shaped_msgpack_raises_invalid_envelope(self, value: Any):
+        """Well-formed msgpack that is not an envelope is refused."""
+        with pytest.raises(InvalidEnvelope):
+            decode_envelope(msgspec.msgpack.encode(value))
+
+    @settings(max_examples=300)
+    @given(almost_envelopes())
+    def test_an_envelope_with_one_thing_wrong_raises_invalid_envelope(self, fields: list[Any]):
+        """A list that looks like an envelope but has a wrong type, value or length is refused."""
+        with pytest.raises(InvalidEnvelope):
+            decode_envelope(msgspec.msgpack.encode(fields))
+
+    def test_deep_nesting_is_refused_not_crashing(self):
+        """A frame nested far beyond any real payload is refused, not a RecursionError."""
+        frame = b"\x91" * 100_000 + b"\xc0"
+        with pytest.raises(InvalidEnvelope):
+            decode_envelope(frame)
+
+    @settings(max_examples=200)
+    @given(envelopes)
+    def test_valid_envelopes_round_trip(self, envelope: Envelope):
+        """Whatever is encoded is decoded to an equal envelope."""
+        assert decode_envelope(encode_envelope(envelope)) == envelope
+
+    def test_the_optional_browser_flag_defaults_to_true(self):
+        """A frame from a producer that omits the last field is a browser event."""
+        fields = [SCHEMA_VERSION, "id", 1, "order_event", None, None, "admin", {}]
+        assert decode_envelope(msgspec.msgpack.encode(fields)).browser is True
