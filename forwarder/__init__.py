@@ -1,0 +1,1 @@
+"""The sidecar that delivers OpenAlgo events to Kafka and Socket.IO."""

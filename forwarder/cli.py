@@ -1,0 +1,153 @@
+"""The `openalgo-forwarder` command: read the settings, then run the service or check the setup."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from dotenv import dotenv_values
+
+from emitter.config import ConfigError
+from forwarder import logs
+from forwarder.deadletter import DeadLetters
+from forwarder.service import Forwarder
+from forwarder.settings import Settings
+from forwarder.sinks import build_sinks
+from forwarder.source import Source
+from forwarder.stats import Stats
+
+__all__ = ["main"]
+
+PROG = "openalgo-forwarder"
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit status 2 with one line on stderr when a setting cannot be used."""
+    args = _parser().parse_args(argv)
+    command: Callable[[Settings], int] = args.command
+    try:
+        settings = Settings.from_env(_environment(args.env_file))
+        return command(settings)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deliver OpenAlgo events from the local socket to Kafka and Socket.IO.",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        help="read settings from this KEY=VALUE file (as .sample.env); a variable already set in "
+        "the environment wins over the file",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="forward events until SIGTERM or SIGINT").set_defaults(
+        command=_run
+    )
+    commands.add_parser(
+        "check", help="validate the settings and reach each sink once; exit 0 when all is well"
+    ).set_defaults(command=_check)
+    return parser
+
+
+def _environment(env_file: Path | None) -> dict[str, str]:
+    """The process environment, filled in (never overridden) from the env file."""
+    if env_file is None:
+        return dict(os.environ)
+    if not os.access(env_file, os.R_OK) or not env_file.is_file():
+        raise ConfigError("--env-file", str(env_file), "the path of a readable file")
+    from_file = dotenv_values(env_file, interpolate=False)
+    return {key: value for key, value in from_file.items() if value is not None} | dict(os.environ)
+
+
+def _run(settings: Settings) -> int:
+    logs.configure(settings.log_level_number, settings.log_format)
+    source = Source(settings.endpoint, socket_group=settings.socket_group)
+    forwarder = Forwarder(settings, build_sinks(settings), source=source)
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        forwarder.stop()
+        for name in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(name, signal.SIG_DFL)  # a second signal ends the process at once
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    forwarder.run()
+    return EXIT_OK
+
+
+def _check(settings: Settings) -> int:
+    logs.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
+    report = _Report()
+    report.line("configuration", True, _describe(settings))
+    report.attempt(
+        "endpoint", Source(settings.endpoint, socket_group=settings.socket_group).describe
+    )
+    report.attempt("state directory", DeadLetters(settings.state_dir, Stats()).prepare)
+    for sink in build_sinks(settings):
+        with sink:
+            report.attempt(f"sink {sink.name}", sink.check)
+    return EXIT_OK if report.all_ok else EXIT_FAILED
+
+
+class _Report:
+    """Prints one aligned line per check as it completes, so a slow check shows where it is."""
+
+    def __init__(self) -> None:
+        self.all_ok = True
+
+    def line(self, what: str, ok: bool, detail: str) -> None:
+        self.all_ok = self.all_ok and ok
+        print(f"{'ok' if ok else 'FAILED':<7}{what}: {detail}", flush=True)
+
+    def attempt(self, what: str, probe: Callable[[], str]) -> None:
+        try:
+            detail = probe()
+        except Exception as exc:
+            self.line(what, False, str(exc) or type(exc).__name__)
+        else:
+            self.line(what, True, detail)
+
+
+def _describe(settings: Settings) -> str:
+    """The settings that decide where events go; secrets appear only as 'set' or 'not set'."""
+    parts = [
+        f"modes {','.join(settings.modes)}",
+        f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms",
+        f"queue {settings.queue_max} per sink",
+        f"retry {settings.retry_base_ms}-{settings.retry_max_ms} ms",
+    ]
+    if settings.kafka is not None:
+        kafka = settings.kafka
+        text = (
+            f"kafka {','.join(kafka.bootstrap_servers)} topic {kafka.topic} "
+            f"compression {kafka.compression} acks {kafka.acks} {kafka.security_protocol}"
+        )
+        if kafka.sasl_mechanism is not None:
+            text += (
+                f" {kafka.sasl_mechanism} user {kafka.sasl_username} "
+                f"password {_set(kafka.sasl_password)}"
+            )
+        parts.append(text)
+    if settings.socketio is not None:
+        socketio = settings.socketio
+        parts.append(
+            f"socketio {socketio.url} namespace {socketio.namespace} "
+            f"relay secret {_set(socketio.relay_secret)}"
+        )
+    return "; ".join(parts)
+
+
+def _set(secret: str | None) -> str:
+    return "set" if secret else "not set"

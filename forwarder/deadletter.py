@@ -1,0 +1,111 @@
+"""Keeps what could not be delivered, one JSON line each, so nothing vanishes without a trace."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from emitter.config import ConfigError
+from forwarder.logs import Throttle
+from forwarder.stats import Stats
+
+__all__ = ["FILE_NAME", "DeadLetters", "frame_event_id", "utc_timestamp"]
+
+FILE_NAME: Final = "dead-letters.jsonl"
+
+log = structlog.get_logger("forwarder.deadletter")
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO-8601 in UTC ending in Z, the form the Kafka envelope's timestamps use."""
+    moment = datetime.now(UTC) if moment is None else moment
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def frame_event_id(frame: bytes) -> str | None:
+    """The id of a frame that is still a msgpack array (say, a newer schema), to trace it back."""
+    try:
+        fields = msgspec.msgpack.decode(frame)
+    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError, TypeError, OverflowError):
+        return None
+    if isinstance(fields, list) and len(fields) > 1 and isinstance(fields[1], str):
+        return fields[1]
+    return None
+
+
+class DeadLetters:
+    """Appends to FORWARDER_STATE_DIR/dead-letters.jsonl; a failed write is logged, never raised."""
+
+    def __init__(self, state_dir: Path, stats: Stats) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / FILE_NAME
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._recorded_throttle = Throttle()
+        self._failed_throttle = Throttle()
+
+    def prepare(self) -> str:
+        """Create the state directory (0700) and prove it takes a file; say what was found."""
+        existed = self.state_dir.is_dir()
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.state_dir):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                "FORWARDER_STATE_DIR", str(self.state_dir), f"a writable directory ({exc.strerror})"
+            ) from exc
+        return f"{self.state_dir} is writable" + ("" if existed else " (created, mode 0700)")
+
+    def record(
+        self, raw: bytes, reason: str, *, sink: str | None = None, event_id: str | None = None
+    ) -> None:
+        """Keep one frame with why it was refused; `sink` is None when it never decoded."""
+        line = json.dumps(
+            {
+                "time": utc_timestamp(),
+                "reason": reason,
+                "sink": sink,
+                "event_id": event_id,
+                "raw": base64.b64encode(raw).decode("ascii"),
+            },
+            separators=(",", ":"),
+        )
+        with self._lock:
+            try:
+                self._append(line.encode() + b"\n")
+            except OSError as exc:
+                self._stats.dead_letter_write_failures += 1
+                if (held := self._failed_throttle.ready()) is not None:
+                    log.error(
+                        "dead_letter_write_failed",
+                        path=str(self.path),
+                        error=str(exc),
+                        reason=reason,
+                        sink=sink,
+                        event_id=event_id,
+                        suppressed=held,
+                    )
+                return
+        if (held := self._recorded_throttle.ready()) is not None:
+            log.warning(
+                "frame_dead_lettered", reason=reason, sink=sink, event_id=event_id, suppressed=held
+            )
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)

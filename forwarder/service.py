@@ -1,0 +1,129 @@
+"""The daemon's pipeline: receive -> decode -> dead-letter or dispatch -> sink workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Final
+
+import structlog
+
+from emitter.contract import InvalidEnvelope, decode_envelope
+from forwarder.deadletter import DeadLetters, frame_event_id
+from forwarder.retry import Clock, SystemClock
+from forwarder.settings import Settings
+from forwarder.sinks.base import Sink
+from forwarder.source import MAX_FRAMES, Source
+from forwarder.stats import Stats
+from forwarder.worker import SinkWorker
+
+__all__ = ["Forwarder"]
+
+_POLL_MS: Final = 200
+"""Longest wait for a frame before the loop looks at the stop flag and the stats timer."""
+
+log = structlog.get_logger("forwarder.service")
+
+
+class Forwarder:
+    """Runs the pipeline in the calling thread; each sink is fed by its own worker thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sinks: Sequence[Sink],
+        *,
+        source: Source | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sinks = tuple(sinks)
+        self._source = source or Source(settings.endpoint, socket_group=settings.socket_group)
+        self._clock = clock or SystemClock()
+        self.stats = Stats()
+        self._dead_letters = DeadLetters(settings.state_dir, self.stats)
+        self._workers = [
+            SinkWorker(
+                sink, settings, stats=self.stats, dead_letters=self._dead_letters, clock=self._clock
+            )
+            for sink in self._sinks
+        ]
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask run() to finish; safe from a signal handler or any thread."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Forward until stop(), then deliver what is held within the shutdown timeout."""
+        started = False
+        try:
+            self._dead_letters.prepare()
+            self._source.bind()
+            for worker in self._workers:
+                worker.start()
+            started = True
+            log.info(
+                "forwarder_started",
+                endpoint=self._source.endpoint,
+                modes=list(self._settings.modes),
+                sinks=[sink.name for sink in self._sinks],
+                pid=os.getpid(),
+            )
+            self._receive_until_stopped()
+            self._take_what_is_queued()
+        finally:
+            self._source.close()
+            if started:
+                self._drain_workers()
+            self._close_sinks()
+
+    def _receive_until_stopped(self) -> None:
+        interval = self._settings.stats_interval_s
+        next_stats = self._clock.monotonic() + interval
+        while not self._stop.is_set():
+            self._dispatch(self._source.receive(_POLL_MS))
+            if interval and self._clock.monotonic() >= next_stats:
+                log.info("stats", **self.stats.snapshot())
+                next_stats = self._clock.monotonic() + interval
+
+    def _take_what_is_queued(self) -> None:
+        """Frames ZeroMQ has already accepted would be lost on close: hand them over too."""
+        while True:
+            frames = self._source.receive(0)
+            self._dispatch(frames)
+            if len(frames) < MAX_FRAMES:
+                return
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.stats.received += 1
+            try:
+                envelope = decode_envelope(frame)
+            except InvalidEnvelope as exc:
+                self.stats.decode_failures += 1
+                self._dead_letters.record(frame, exc.reason, event_id=frame_event_id(frame))
+                continue
+            for worker in self._workers:
+                if worker.sink.wants(envelope):
+                    worker.offer(envelope)
+
+    def _drain_workers(self) -> None:
+        deadline = self._clock.monotonic() + self._settings.shutdown_timeout_s
+        for worker in self._workers:
+            worker.drain(deadline)
+        for worker in self._workers:
+            worker.join(deadline - self._clock.monotonic())
+        log.info(
+            "forwarder_stopped",
+            undelivered={worker.sink.name: worker.depth() for worker in self._workers},
+            **self.stats.snapshot(),
+        )
+
+    def _close_sinks(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("sink_close_failed", sink=sink.name)

@@ -1,0 +1,57 @@
+"""The one interface every sink implements, so retry and batching live once above them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from emitter.contract import Envelope
+from forwarder.errors import SinkError
+
+__all__ = ["Delivery", "Sink"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of one batch: every index not in `failed` was acknowledged by the destination."""
+
+    failed: Mapping[int, SinkError] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+class Sink(ABC):
+    """A destination; `deliver` returns only once each event is acknowledged or has failed."""
+
+    name: str = "sink"
+
+    @abstractmethod
+    def deliver(self, batch: Sequence[Envelope]) -> Delivery:
+        """Send the batch in order; raise RetriableSinkError when nothing could be attempted."""
+        raise NotImplementedError
+
+    def wants(self, envelope: Envelope) -> bool:
+        """Whether this sink is meant to receive the event; Kafka takes all, the browser some."""
+        return True
+
+    def check(self) -> str:
+        """Reach the destination once for `check`: a one-line description, or raise SinkError."""
+        return "ok"
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most sinks need no clean-up
+        """Release connections; the default sink holds none."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

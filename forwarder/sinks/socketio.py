@@ -1,0 +1,133 @@
+"""Deliver browser events through the app's Socket.IO relay, the one way into browsers' sockets."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import socketio
+import structlog
+
+from emitter.contract import Envelope
+from emitter.relay import BATCH_EVENT, REFUSED_MESSAGE, RESERVED_EVENTS
+from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
+from forwarder.settings import SocketIOSettings
+from forwarder.sinks.base import Delivery, Sink
+
+__all__ = ["SocketIOSink"]
+
+log = structlog.get_logger(__name__)
+
+
+class SocketIOSink(Sink):
+    """A python-socketio client on the relay namespace, sending one acknowledged call per batch.
+
+    Reconnection is ours, not the client's: its automatic reconnection is off and `deliver`
+    connects (bounded by SOCKETIO_ACK_TIMEOUT_S) whenever it finds the client disconnected,
+    so every attempt runs on the caller's thread and the retry policy above the sinks paces
+    them. The client buffers nothing while disconnected, so nothing is sent behind our back.
+
+    A refused secret is retriable, logged as `relay_auth_refused`: the events wait in the
+    queue while the operator fixes SOCKETIO_RELAY_SECRET on either side, instead of being
+    dead-lettered for a mistake that says nothing about the events themselves.
+
+    Payloads go out as `msgspec.to_builtins(data)`, so bytes and datetimes reach browsers as
+    the base64 and ISO-8601 strings Kafka's JSON carries. Items the relay would skip fail
+    permanently here instead, so its count always means "the first n". A batch whose
+    acknowledgement was lost is sent again: browsers then see those events twice.
+    """
+
+    name = "socketio"
+
+    def __init__(self, settings: SocketIOSettings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._refusal: str | None = None
+        self._client = socketio.Client(
+            reconnection=False, request_timeout=settings.ack_timeout_s, handle_sigint=False
+        )
+        self._client.on("connect_error", self._on_connect_error, namespace=settings.namespace)
+
+    def wants(self, envelope: Envelope) -> bool:
+        """Only events the browser received before the forwarder existed go to the relay."""
+        return envelope.browser
+
+    def deliver(self, batch: Sequence[Envelope]) -> Delivery:
+        """Relay the batch in one acknowledged call; unacknowledged indices come back retriable."""
+        items: list[Any] = []
+        sent: list[int] = []
+        failed: dict[int, SinkError] = {}
+        for index, envelope in enumerate(batch):
+            if envelope.event in RESERVED_EVENTS:
+                failed[index] = PermanentSinkError(f"{envelope.event} is reserved by Socket.IO")
+                continue
+            try:
+                payload = msgspec.to_builtins(envelope.data)
+            except TypeError as exc:
+                failed[index] = PermanentSinkError(f"{envelope.event} payload is not JSON: {exc}")
+                continue
+            items.append([envelope.event, payload, envelope.user_id])
+            sent.append(index)
+        if not items:
+            return Delivery(failed)
+        with self._lock:
+            self._connect()
+            acknowledged, reason = self._call(items)
+        error = RetriableSinkError(reason)
+        failed.update(dict.fromkeys(sent[acknowledged:], error))
+        return Delivery(failed)
+
+    def check(self) -> str:
+        """Connect once, bounded, so a wrong URL or secret shows before events pile up."""
+        with self._lock:
+            self._connect()
+        return f"relay at {self._settings.url}{self._settings.namespace}: secret accepted"
+
+    def close(self) -> None:
+        """Disconnect; bounded by the WebSocket close handshake (3 s at most against Werkzeug)."""
+        with self._lock:
+            self._client.disconnect()
+
+    def _on_connect_error(self, data: object = None) -> None:
+        self._refusal = data.get("message") if isinstance(data, dict) else None
+
+    def _connect(self) -> None:
+        if self._client.connected:
+            return
+        settings = self._settings
+        self._refusal = None
+        try:
+            self._client.connect(
+                settings.url,
+                auth={"secret": settings.relay_secret},
+                namespaces=[settings.namespace],
+                transports=["websocket"],
+                wait_timeout=settings.ack_timeout_s,
+            )
+        except (socketio.exceptions.ConnectionError, ValueError) as exc:
+            self._client.disconnect()
+            if self._refusal == REFUSED_MESSAGE:
+                log.warning("relay_auth_refused", url=settings.url, namespace=settings.namespace)
+                raise RetriableSinkError(
+                    f"the relay at {settings.url} refused SOCKETIO_RELAY_SECRET"
+                ) from None
+            raise RetriableSinkError(f"cannot reach the relay at {settings.url}: {exc}") from exc
+
+    def _call(self, items: list[Any]) -> tuple[int, str]:
+        """Send one batch: how many the relay acknowledged, and why the rest were not."""
+        timeout = self._settings.ack_timeout_s
+        try:
+            answer = self._client.call(
+                BATCH_EVENT, items, namespace=self._settings.namespace, timeout=timeout
+            )
+        except socketio.exceptions.TimeoutError:
+            self._client.disconnect()
+            return 0, f"no acknowledgement from the relay within {timeout}s"
+        except socketio.exceptions.BadNamespaceError:
+            return 0, "the relay connection was lost"
+        if isinstance(answer, bool) or not isinstance(answer, int) or answer < 0:
+            self._client.disconnect()
+            return 0, f"the relay answered {answer!r}, not an emitted count"
+        return answer, f"the relay emitted {answer} of {len(items)} events"

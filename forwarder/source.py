@@ -1,0 +1,157 @@
+"""The receiving end: one ZeroMQ PULL socket every emitting process (gunicorn worker) pushes to."""
+
+from __future__ import annotations
+
+import grp
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Final
+
+import zmq
+
+from emitter.config import ConfigError, ipc_path
+
+__all__ = ["MAX_FRAMES", "RCVHWM", "Source"]
+
+RCVHWM: Final = 100_000
+"""Frames ZeroMQ may hold per emitter while the forwarder is busy: a burst, not a backlog."""
+MAX_FRAMES: Final = 1_000
+"""Most frames one receive returns, so the stop flag and the stats timer are looked at often."""
+_SUN_PATH_MAX: Final = 107
+"""Longest Unix socket path Linux accepts (108 bytes with the terminating NUL)."""
+
+
+class Source:
+    """Binds the endpoint, guarding an ipc socket's directory, and hands frames over in bursts."""
+
+    def __init__(self, endpoint: str, *, socket_group: str | None = None) -> None:
+        self.endpoint = endpoint
+        self._path = ipc_path(endpoint)
+        self._gid = _group_id(socket_group)
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+
+    @property
+    def _dir_mode(self) -> int:
+        return 0o700 if self._gid is None else 0o750
+
+    @property
+    def _file_mode(self) -> int:
+        return 0o600 if self._gid is None else 0o660
+
+    def bind(self) -> None:
+        """Take the endpoint; a running forwarder's ipc socket is refused, a stale one replaced."""
+        if self._path is not None:
+            self._prepare_directory(create=True)
+            if _socket_state(self._path) == "listening":
+                raise self._error("an ipc path no running forwarder is bound to")
+            self._path.unlink(missing_ok=True)
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        pull = context.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, RCVHWM)
+        pull.setsockopt(zmq.LINGER, 0)
+        try:
+            pull.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            pull.close()
+            context.term()
+            raise self._error(f"an endpoint this process can bind ({exc.strerror})") from exc
+        self._context, self._socket = context, pull
+        if self._path is not None:
+            os.chmod(self._path, self._file_mode)
+            if self._gid is not None:
+                os.chown(self._path, -1, self._gid)
+
+    def describe(self) -> str:
+        """What binding would find, without binding: `check` may run beside a forwarder."""
+        if self._path is None:
+            return f"{self.endpoint} (tcp)"
+        verdict = self._prepare_directory(create=False)
+        return f"{self.endpoint}: {verdict}, socket {_socket_state(self._path)}"
+
+    def receive(self, timeout_ms: int) -> list[bytes]:
+        """Wait up to `timeout_ms` for a frame, then take all already queued (up to a cap)."""
+        pull = self._bound()
+        if not pull.poll(timeout_ms, zmq.POLLIN):
+            return []
+        frames: list[bytes] = []
+        while len(frames) < MAX_FRAMES:
+            try:
+                frames.append(pull.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return frames
+
+    def close(self) -> None:
+        """Stop receiving and remove the socket file; frames still queued in ZeroMQ are lost."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+            if self._path is not None:
+                self._path.unlink(missing_ok=True)
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def _bound(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            raise RuntimeError("Source.receive() before bind()")
+        return self._socket
+
+    def _prepare_directory(self, *, create: bool) -> str:
+        assert self._path is not None
+        if len(os.fsencode(self._path)) > _SUN_PATH_MAX:
+            raise self._error(f"an ipc path of at most {_SUN_PATH_MAX} bytes")
+        directory = self._path.parent
+        if not directory.exists():
+            if not create:
+                return f"directory {directory} will be created with mode {self._dir_mode:04o}"
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=self._dir_mode)
+            os.chmod(directory, self._dir_mode)
+            if self._gid is not None:
+                os.chown(directory, -1, self._gid)
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise self._error(f"an ipc path whose parent {directory} is a real directory")
+        if info.st_uid != os.geteuid():
+            raise self._error(
+                f"an ipc path in a directory owned by this user (uid {os.geteuid()}); "
+                f"{directory} belongs to uid {info.st_uid}"
+            )
+        if info.st_mode & stat.S_IWOTH:
+            raise self._error(f"an ipc path in a directory others cannot write; {directory} is")
+        return f"directory {directory} mode {stat.S_IMODE(info.st_mode):04o}"
+
+    def _error(self, accepted: str) -> ConfigError:
+        return ConfigError("FORWARDER_ENDPOINT", self.endpoint, accepted)
+
+
+def _group_id(name: str | None) -> int | None:
+    if name is None:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError("FORWARDER_SOCKET_GROUP", name, "the name of an existing group") from None
+
+
+def _socket_state(path: Path) -> str:
+    """'listening' when a process accepts on it, 'stale' for a leftover, else 'absent'."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return "absent"
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ConfigError(
+            "FORWARDER_ENDPOINT", f"ipc://{path}", "an ipc path that is a socket or does not exist"
+        )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return "stale"
+    return "listening"

@@ -1,0 +1,342 @@
+"""The Kafka sink: the seed's record format, and delivery against the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kafka import errors as kafka_errors
+from structlog.testing import capture_logs
+
+from emitter.contract import Envelope, decode_envelope, encode_envelope
+from forwarder.errors import PermanentSinkError, RetriableSinkError
+from forwarder.settings import KafkaSettings
+from forwarder.sinks.kafka import KafkaSink, kafka_value, producer_config, translate_error
+from tests.support.broker import consume, unique_topic
+
+SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data", "event_id"]
+TS = 1769682645123456789
+"""2026-01-29T10:30:45.123456789Z"""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+OUTAGE_BOUND_S = 20
+"""Far above the bounded waits, far below the library's own (30 s bootstrap, 60 s metadata)."""
+
+
+def make_envelope(n: int, user: str | None = "user123", **fields: Any) -> Envelope:
+    values: dict[str, Any] = {
+        "v": 1,
+        "id": f"evt-{n}",
+        "ts": TS + n * 1_000_003,
+        "event": "order_event" if user else "master_contract_download",
+        "topic": "order.placed" if user else None,
+        "user_id": user,
+        "key": user or "admin",
+        "data": {"symbol": "SBIN", "action": "BUY", "orderid": str(n), "mode": "live"},
+    }
+    values.update(fields)
+    return Envelope(**values)
+
+
+@pytest.fixture
+def make_sink():
+    sinks: list[KafkaSink] = []
+
+    def make(bootstrap: str, topic: str, **overrides: Any) -> KafkaSink:
+        servers = tuple(bootstrap.split(","))
+        sink = KafkaSink(KafkaSettings(bootstrap_servers=servers, topic=topic, **overrides))
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        sink.close()
+
+
+def header(record: Any, name: str) -> str:
+    return dict(record.headers)[name].decode()
+
+
+class TestKafkaValue:
+    def test_seed_record_bytes(self):
+        """An order event becomes the seed's JSON object, fields in its order, then the event id."""
+        envelope = make_envelope(0, id="evt-1")
+
+        assert kafka_value(envelope) == (
+            b'{"event_type":"order_event","timestamp":"2026-01-29T10:30:45.123456Z",'
+            b'"user_id":"user123","source":"openalgo","version":"1.0",'
+            b'"data":{"symbol":"SBIN","action":"BUY","orderid":"0","mode":"live"},'
+            b'"event_id":"evt-1"}'
+        )
+
+    def test_system_event_user_is_admin(self):
+        """An event that belongs to no user names `admin` as its user, as the seed did."""
+        value = json.loads(kafka_value(make_envelope(0, user=None)))
+
+        assert value["user_id"] == "admin"
+        assert value["event_type"] == "master_contract_download"
+
+    @pytest.mark.parametrize(
+        ("nanoseconds", "fraction"),
+        [(0, "000000"), (999, "000000"), (1_000, "000001"), (999_999_999, "999999")],
+    )
+    def test_timestamp_has_six_fractional_digits(self, nanoseconds, fraction):
+        """The timestamp has six fractional digits, nanoseconds cut, even on a whole second."""
+        envelope = make_envelope(0, ts=1769682645 * 10**9 + nanoseconds)
+
+        timestamp = json.loads(kafka_value(envelope))["timestamp"]
+
+        assert timestamp == f"2026-01-29T10:30:45.{fraction}Z"
+
+    def test_msgpack_datetime_and_bytes_are_written(self):
+        """Datetimes and bytes that msgpack decoding yields become RFC 3339 text and base64."""
+        moment = datetime(2026, 1, 29, 10, 30, 45, 123456, tzinfo=UTC)
+        sent = make_envelope(0, data={"at": moment, "raw": b"\x00\xff", "n": [1, 2.5, None]})
+        received = decode_envelope(encode_envelope(sent))
+
+        data = json.loads(kafka_value(received))["data"]
+
+        assert data == {"at": "2026-01-29T10:30:45.123456Z", "raw": "AP8=", "n": [1, 2.5, None]}
+
+    def test_keys_json_cannot_hold_raise(self):
+        """A mapping keyed by a tuple has no JSON form, so encoding refuses it."""
+        with pytest.raises(TypeError):
+            kafka_value(make_envelope(0, data={"legs": {(1, 2): "x"}}))
+
+
+class TestProducerConfig:
+    @pytest.mark.parametrize(
+        ("acks", "retries", "client_acks", "idempotent", "in_flight"),
+        [
+            ("all", 3, "all", True, 5),
+            ("all", 0, "all", False, 1),
+            ("1", 3, 1, False, 1),
+            ("0", 3, 0, False, 1),
+        ],
+    )
+    def test_idempotence_only_with_acks_all(
+        self, acks, retries, client_acks, idempotent, in_flight
+    ):
+        """The idempotent producer is used where it can be; without it one request is in flight."""
+        config = producer_config(KafkaSettings(acks=acks, retries=retries))
+
+        assert config["acks"] == client_acks
+        assert config["enable_idempotence"] is idempotent
+        assert config["max_in_flight_requests_per_connection"] == in_flight
+
+    def test_waits_are_bounded_by_the_settings(self):
+        """No library wait outlasts the request timeout, and records expire one request later."""
+        config = producer_config(KafkaSettings(request_timeout_ms=2000, linger_ms=7))
+
+        assert config["max_block_ms"] <= 2000
+        assert config["bootstrap_timeout_ms"] <= 2000
+        assert config["delivery_timeout_ms"] == 2007
+
+    def test_secured_cluster_settings_pass_through(self):
+        """SASL and TLS settings reach the client only when set."""
+        plain = producer_config(KafkaSettings(compression="none"))
+        secured = producer_config(
+            KafkaSettings(
+                security_protocol="SASL_SSL",
+                sasl_mechanism="SCRAM-SHA-512",
+                sasl_username="forwarder",
+                sasl_password="s3cret-password",
+                ssl_cafile="/etc/ssl/ca.pem",
+            )
+        )
+
+        assert plain["compression_type"] is None
+        assert not [name for name in plain if name.startswith(("sasl_", "ssl_"))]
+        assert secured["security_protocol"] == "SASL_SSL"
+        assert secured["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert secured["sasl_plain_username"] == "forwarder"
+        assert secured["sasl_plain_password"] == "s3cret-password"
+        assert secured["ssl_cafile"] == "/etc/ssl/ca.pem"
+        assert "ssl_keyfile" not in secured
+
+
+class TestTranslateError:
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            kafka_errors.KafkaTimeoutError("Expiring 3 record(s)"),
+            kafka_errors.KafkaConnectionError("connection refused"),
+            kafka_errors.NotLeaderForPartitionError(),
+            kafka_errors.UnknownProducerIdError(),
+            kafka_errors.OutOfOrderSequenceNumberError(),
+            kafka_errors.IllegalStateError("Producer is closed forcefully."),
+            ConnectionResetError("reset by peer"),
+        ],
+    )
+    def test_transient_failures_are_retriable(self, exc):
+        """Timeouts, lost connections and a producer the broker forgot may succeed on a new try."""
+        error = translate_error(exc)
+
+        assert isinstance(error, RetriableSinkError)
+        assert error.__cause__ is exc
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            kafka_errors.MessageSizeTooLargeError("The message is 2097241 bytes"),
+            kafka_errors.RecordListTooLargeError(),
+            kafka_errors.TopicAuthorizationFailedError("from_openalgo_order_events"),
+            kafka_errors.ClusterAuthorizationFailedError(),
+            kafka_errors.InvalidTopicError(),
+            kafka_errors.UnsupportedVersionError(),
+            ValueError("topic name is invalid"),
+        ],
+    )
+    def test_refusals_are_permanent_with_the_reason(self, exc):
+        """Too large, not authorised, invalid topic: the error says so and retrying cannot help."""
+        error = translate_error(exc)
+
+        assert isinstance(error, PermanentSinkError)
+        assert str(exc) in str(error)
+        assert error.__cause__ is exc
+
+
+@pytest.mark.integration
+class TestKafkaSinkDeliver:
+    def test_batch_arrives_once_exactly(self, kafka_bootstrap, make_sink):
+        """Each event arrives once: the seed's value, the user as key, headers, in order per key."""
+        topic = unique_topic()
+        users = ["alice", "bob", "carol", None]
+        batch = [make_envelope(n, user=users[n % 4]) for n in range(20)]
+        sent = {envelope.id: envelope for envelope in batch}
+
+        delivery = make_sink(kafka_bootstrap, topic).deliver(batch)
+        records = consume(kafka_bootstrap, topic, len(batch))
+
+        assert delivery.complete
+        assert sorted(header(r, "event_id") for r in records) == sorted(sent)
+        for record in records:
+            envelope = sent[header(record, "event_id")]
+            value = json.loads(record.value)
+            assert record.value == kafka_value(envelope)
+            assert list(value) == SEED_FIELDS
+            assert value["data"] == envelope.data
+            timestamp = datetime.fromisoformat(value["timestamp"].replace("Z", "+00:00"))
+            assert timestamp == EPOCH + timedelta(microseconds=envelope.ts // 1000)
+            assert record.key == (envelope.user_id or "admin").encode()
+            assert record.headers == [
+                ("event_type", envelope.event.encode()),
+                ("event_id", envelope.id.encode()),
+            ]
+        received_by_key = defaultdict(list)
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            received_by_key[record.key.decode()].append(header(record, "event_id"))
+        sent_by_key = defaultdict(list)
+        for envelope in batch:
+            sent_by_key[envelope.key].append(envelope.id)
+        assert received_by_key == sent_by_key
+
+    @pytest.mark.parametrize("compression", ["none", "gzip", "snappy", "lz4", "zstd"])
+    def test_each_compression_round_trips(self, kafka_bootstrap, make_sink, compression):
+        """Records compressed with any supported codec read back byte for byte."""
+        topic = unique_topic()
+        batch = [make_envelope(n) for n in range(3)]
+
+        delivery = make_sink(kafka_bootstrap, topic, compression=compression).deliver(batch)
+        records = consume(kafka_bootstrap, topic, len(batch))
+
+        assert delivery.complete
+        assert [r.value for r in records] == [kafka_value(envelope) for envelope in batch]
+
+    @pytest.mark.parametrize("acks", ["0", "1", "all"])
+    def test_each_acks_setting_delivers(self, kafka_bootstrap, make_sink, acks):
+        """Every acks setting the seed allows reaches the topic."""
+        topic = unique_topic()
+        batch = [make_envelope(n) for n in range(3)]
+
+        delivery = make_sink(kafka_bootstrap, topic, acks=acks).deliver(batch)
+        records = consume(kafka_bootstrap, topic, len(batch))
+
+        assert delivery.complete
+        assert [header(r, "event_id") for r in records] == [e.id for e in batch]
+
+    def test_refused_records_fail_alone(self, kafka_bootstrap, make_sink):
+        """A record too large or not writable as JSON fails permanently; the rest are delivered."""
+        topic = unique_topic()
+        batch = [
+            make_envelope(0),
+            make_envelope(1, data={"blob": "x" * (2 * 1024 * 1024)}),
+            make_envelope(2, data={"legs": {(1, 2): "x"}}),
+            make_envelope(3),
+        ]
+
+        delivery = make_sink(kafka_bootstrap, topic).deliver(batch)
+        records = consume(kafka_bootstrap, topic, 2)
+
+        assert sorted(delivery.failed) == [1, 2]
+        assert all(isinstance(e, PermanentSinkError) for e in delivery.failed.values())
+        assert "MessageSizeTooLargeError" in str(delivery.failed[1])
+        assert "JSON" in str(delivery.failed[2])
+        assert [header(r, "event_id") for r in records] == ["evt-0", "evt-3"]
+
+
+@pytest.mark.integration
+class TestKafkaSinkOutage:
+    def test_unreachable_broker_is_retriable_without_long_block(self, kafka_broker, make_sink):
+        """With no broker, deliver raises a retriable error long before the library's 30 s."""
+        kafka_broker.stop()
+        sink = make_sink(kafka_broker.bootstrap, unique_topic())
+
+        started = time.monotonic()
+        with pytest.raises(RetriableSinkError, match=kafka_broker.bootstrap):
+            sink.deliver([make_envelope(0)])
+
+        assert time.monotonic() - started < OUTAGE_BOUND_S
+
+    def test_outage_fails_every_event_then_a_new_producer_delivers(self, kafka_broker, make_sink):
+        """Events sent while the broker is gone fail retriably; once it is back they arrive."""
+        topic = unique_topic()
+        sink = make_sink(kafka_broker.bootstrap, topic, request_timeout_ms=2000)
+        assert sink.deliver([make_envelope(0)]).complete
+        batch = [make_envelope(n) for n in range(1, 4)]
+        kafka_broker.stop()
+
+        started = time.monotonic()
+        try:
+            failed = sink.deliver(batch).failed
+        except RetriableSinkError as exc:
+            failed = dict.fromkeys(range(len(batch)), exc)
+
+        assert time.monotonic() - started < OUTAGE_BOUND_S
+        assert sorted(failed) == [0, 1, 2]
+        assert all(isinstance(e, RetriableSinkError) for e in failed.values())
+
+        kafka_broker.restart()
+        with capture_logs() as logs:
+            delivery = sink.deliver(batch)
+
+        assert delivery.complete
+        assert [log["event"] for log in logs] == ["producer_created"]
+        records = consume(kafka_broker.bootstrap, topic, len(batch))
+        assert [header(r, "event_id") for r in records] == [e.id for e in batch]
+
+
+@pytest.mark.integration
+class TestKafkaSinkCheck:
+    def test_reachable_cluster_is_described(self, kafka_bootstrap, make_sink):
+        """check() reaches the cluster and names the topic and its partitions."""
+        topic = unique_topic()
+
+        description = make_sink(kafka_bootstrap, topic).check()
+
+        assert topic in description
+        assert "partition" in description
+
+    def test_unreachable_cluster_is_retriable(self, kafka_broker, make_sink):
+        """check() against a stopped broker raises a retriable error naming the address."""
+        kafka_broker.stop()
+        sink = make_sink(kafka_broker.bootstrap, unique_topic(), request_timeout_ms=2000)
+
+        started = time.monotonic()
+        with pytest.raises(RetriableSinkError, match=kafka_broker.bootstrap):
+            sink.check()
+
+        assert time.monotonic() - started < OUTAGE_BOUND_S

@@ -1,0 +1,260 @@
+"""The Socket.IO sink against a real Flask-SocketIO server running the relay in a subprocess."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+import pytest
+import socketio
+import structlog
+
+from emitter.contract import Envelope
+from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE
+from forwarder.errors import PermanentSinkError, RetriableSinkError
+from forwarder.settings import SocketIOSettings
+from forwarder.sinks.base import Delivery
+from forwarder.sinks.socketio import SocketIOSink
+from tests.support.socketio_server import (
+    RelayServer,
+    browser_batch,
+    browser_client,
+    envelope,
+    plain_server,
+    relay_server,
+    wait_until,
+)
+
+SECRET = "sink-relay-secret-0123456789abcdef"
+WRONG = "a-wrong-relay-secret-fedcba987654"
+
+
+def seen(batch: Sequence[Envelope]) -> list[tuple[str, Any]]:
+    return [(e.event, e.data) for e in batch]
+
+
+def all_retriable(outcome: Delivery | RetriableSinkError, size: int) -> bool:
+    """Whether nothing of the batch was acknowledged and every index may be sent again."""
+    if isinstance(outcome, RetriableSinkError):
+        return True
+    return sorted(outcome.failed) == list(range(size)) and all(
+        isinstance(error, RetriableSinkError) for error in outcome.failed.values()
+    )
+
+
+def attempt(sink: SocketIOSink, batch: Sequence[Envelope]) -> Delivery | RetriableSinkError:
+    try:
+        return sink.deliver(batch)
+    except RetriableSinkError as exc:
+        return exc
+
+
+def settings(url: str, secret: str = SECRET) -> SocketIOSettings:
+    return SocketIOSettings(url=url, relay_secret=secret, ack_timeout_s=2)
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[RelayServer]:
+    with relay_server(SECRET, tmp_path / "server.log") as started:
+        yield started
+
+
+@pytest.fixture
+def make_sink() -> Iterator[Any]:
+    sinks: list[SocketIOSink] = []
+
+    def make(url: str, secret: str = SECRET) -> SocketIOSink:
+        sinks.append(SocketIOSink(settings(url, secret)))
+        return sinks[-1]
+
+    yield make
+    for sink in sinks:
+        sink.close()
+
+
+class TestSocketIOSinkWants:
+    @pytest.mark.parametrize("browser", [True, False])
+    def test_takes_only_events_the_browser_received(self, browser):
+        """Live failures recorded for Kafka only never reach the relay."""
+        sink = SocketIOSink(settings("http://127.0.0.1:9"))
+        event = msgspec.structs.replace(envelope(0, "order_event", {}), browser=browser)
+        assert sink.wants(event) is browser
+
+
+@pytest.mark.integration
+class TestSocketIOSinkDeliver:
+    def test_every_browser_event_arrives_identical_and_in_order(self, server, make_sink):
+        """Every browser event type arrives in order with the same keys, types and nesting."""
+        batch = browser_batch()
+        sink = make_sink(server.url)
+        with browser_client(server.url) as browser:
+            assert sink.deliver(batch[:5]).complete
+            assert sink.deliver(batch[5:]).complete
+            received = browser.wait_for(len(batch))
+        assert json.dumps(received) == json.dumps(seen(batch))
+
+    def test_a_large_batch_is_acknowledged_with_its_count_in_order(self, server, make_sink):
+        """Five hundred events go out in one call, all acknowledged, in the order given."""
+        batch = [envelope(n, "order_event", {"orderid": str(n), "n": n}) for n in range(500)]
+        sink = make_sink(server.url)
+        with browser_client(server.url) as browser:
+            assert sink.deliver(batch) == Delivery()
+            received = browser.wait_for(len(batch))
+        assert received == seen(batch)
+
+    def test_msgpack_only_values_arrive_as_the_kafka_json_shows_them(self, server, make_sink):
+        """Bytes and datetimes become the base64 and ISO strings Kafka's JSON carries for them."""
+        when = dt.datetime(2026, 1, 29, 10, 30, 45, 123456, tzinfo=dt.UTC)
+        data = {"raw": b"\x00\xff", "at": when, "nested": [{"at": when}]}
+        batch = [envelope(0, "order_update", data)]
+        sink = make_sink(server.url)
+        with browser_client(server.url) as browser:
+            assert sink.deliver(batch).complete
+            received = browser.wait_for(1)
+        as_json = msgspec.json.decode(msgspec.json.encode(batch[0].data))
+        assert received == [("order_update", as_json)]
+        assert as_json["at"] == "2026-01-29T10:30:45.123456Z"
+
+    def test_events_no_browser_can_take_fail_permanently_alone(self, server, make_sink):
+        """A payload with no JSON form or a reserved name fails; the events around it still go."""
+        batch = browser_batch()[:3]
+        batch.insert(1, envelope(9, "order_event", {"ext": msgspec.msgpack.Ext(7, b"x")}))
+        batch.insert(3, envelope(10, "disconnect", {}))
+        sink = make_sink(server.url)
+        with browser_client(server.url) as browser:
+            delivery = sink.deliver(batch)
+            assert sink.deliver(browser_batch()[3:4]).complete
+            received = browser.wait_for(4)
+        assert sorted(delivery.failed) == [1, 3]
+        assert all(isinstance(e, PermanentSinkError) for e in delivery.failed.values())
+        assert received == seen([batch[0], batch[2], batch[4], *browser_batch()[3:4]])
+
+    def test_a_batch_with_nothing_sendable_fails_without_a_connection(self, make_sink):
+        """Events no browser could decode fail permanently even while the relay is unreachable."""
+        ext = envelope(0, "order_event", {"ext": msgspec.msgpack.Ext(7, b"x")})
+        delivery = make_sink("http://127.0.0.1:9").deliver([ext])
+        assert list(delivery.failed) == [0]
+        assert isinstance(delivery.failed[0], PermanentSinkError)
+
+    def test_check_connects_and_close_lets_a_later_deliver_reconnect(self, server, make_sink):
+        """check reaches the relay; after close the next deliver connects again by itself."""
+        sink = make_sink(server.url)
+        assert server.url in sink.check()
+        sink.close()
+        with browser_client(server.url) as browser:
+            assert sink.deliver(browser_batch()[:1]).complete
+            assert len(browser.wait_for(1)) == 1
+
+
+@pytest.mark.integration
+class TestSocketIOSinkOutage:
+    def test_no_server_is_retriable(self, make_sink):
+        """With nothing listening, deliver and check raise retriable errors naming the URL."""
+        sink = make_sink("http://127.0.0.1:9")
+        with pytest.raises(RetriableSinkError, match=r"http://127\.0\.0\.1:9"):
+            sink.deliver(browser_batch()[:1])
+        with pytest.raises(RetriableSinkError, match=r"http://127\.0\.0\.1:9"):
+            sink.check()
+
+    def test_a_restarted_server_gets_the_retried_batch_and_nothing_acknowledged_is_lost(
+        self, server, make_sink
+    ):
+        """Retriable while the server is down; after its restart the same sink delivers again."""
+        first, second = browser_batch()[:4], browser_batch(100)[4:]
+        sink = make_sink(server.url)
+        with browser_client(server.url) as browser:
+            assert sink.deliver(first).complete
+            assert browser.wait_for(len(first)) == seen(first)
+            server.stop()
+            wait_until(lambda: not browser.connected, "the browser to notice the outage")
+            assert all_retriable(attempt(sink, second), len(second))
+            assert all_retriable(attempt(sink, second), len(second))
+            assert browser.events() == seen(first)
+        server.start()
+        with browser_client(server.url) as reloaded:
+            assert sink.deliver(second).complete
+            assert reloaded.wait_for(len(second)) == seen(second)
+
+    def test_a_wrong_secret_is_retriable_and_logged_without_the_secret(self, server, make_sink):
+        """A refused secret raises a retriable error and logs relay_auth_refused, secret-free."""
+        sink = make_sink(server.url, WRONG)
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(RetriableSinkError, match="refused SOCKETIO_RELAY_SECRET") as denied:
+                sink.deliver(browser_batch()[:1])
+            with pytest.raises(RetriableSinkError, match="refused") as checked:
+                sink.check()
+        assert [entry["event"] for entry in logs] == ["relay_auth_refused"] * 2
+        assert {entry["log_level"] for entry in logs} == {"warning"}
+        for text in (str(logs), str(denied.value), str(checked.value)):
+            assert WRONG not in text
+            assert SECRET not in text
+        wait_until(lambda: "refused (wrong secret)" in server.log_text(), "the relay's warning")
+        assert WRONG not in server.log_text()
+
+
+class ScriptedRelay:
+    """A relay stand-in on a real server whose acknowledgements the test chooses."""
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+        self.batches: list[Any] = []
+        self.release = threading.Event()
+
+    def install(self, sio: socketio.Server) -> None:
+        @sio.on(BATCH_EVENT, namespace=DEFAULT_NAMESPACE)
+        def on_batch(sid: str, items: Any) -> Any:
+            self.batches.append(items)
+            answer = self.answers.pop(0)
+            if answer == "hang":
+                self.release.wait(30)
+                return None
+            return answer
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[ScriptedRelay, str]]:
+    relay = ScriptedRelay()
+    try:
+        with plain_server(relay.install) as url:
+            yield relay, url
+    finally:
+        relay.release.set()
+
+
+@pytest.mark.integration
+class TestSocketIOSinkAcknowledgements:
+    def test_a_short_count_leaves_the_rest_retriable(self, scripted, make_sink):
+        """An acknowledgement of n marks the first n delivered and the others retriable."""
+        relay, url = scripted
+        relay.answers = [2]
+        delivery = make_sink(url).deliver(browser_batch()[:5])
+        assert sorted(delivery.failed) == [2, 3, 4]
+        assert all(isinstance(e, RetriableSinkError) for e in delivery.failed.values())
+        assert "emitted 2 of 5" in str(delivery.failed[2])
+
+    @pytest.mark.parametrize("answer", [None, "3", True, -1])
+    def test_an_answer_that_is_no_count_acknowledges_nothing(self, scripted, make_sink, answer):
+        """Anything but a count leaves the whole batch retriable."""
+        relay, url = scripted
+        relay.answers = [answer]
+        delivery = make_sink(url).deliver(browser_batch()[:3])
+        assert sorted(delivery.failed) == [0, 1, 2]
+
+    def test_a_lost_acknowledgement_times_out_retriable_and_the_sink_recovers(
+        self, scripted, make_sink
+    ):
+        """No acknowledgement within the timeout fails the batch retriably; the next one goes."""
+        relay, url = scripted
+        relay.answers = ["hang", 3]
+        sink = make_sink(url)
+        batch = browser_batch()[:3]
+        delivery = sink.deliver(batch)
+        assert all_retriable(delivery, 3)
+        assert "no acknowledgement" in str(delivery.failed[0])
+        relay.release.set()
+        assert sink.deliver(batch).complete
+        assert relay.batches[0] == relay.batches[1]

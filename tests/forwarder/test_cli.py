@@ -1,0 +1,215 @@
+"""The command line as an operator meets it: exit statuses, one-line errors, the check report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.broker import free_port
+from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli, running_forwarders
+
+pytestmark = pytest.mark.integration  # every test here starts the forwarder as a subprocess
+
+SECRET = "relay-secret-abcdef-0123456789"
+SASL_PASSWORD = "sasl-password-9876543210"
+
+
+@pytest.fixture
+def env(tmp_path):
+    return forwarder_env(tmp_path, ORDER_EVENT_MODE="KAFKA")
+
+
+@pytest.fixture
+def forwarders():
+    with running_forwarders() as started:
+        yield started
+
+
+def assert_one_config_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("openalgo-forwarder: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in line
+
+
+class TestConfigErrors:
+    @pytest.mark.parametrize("command", ["run", "check"])
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("ORDER_EVENT_MODE", "REDIS"),
+            ("FORWARDER_BATCH_MAX", "abc"),
+            ("KAFKA_PRODUCER_COMPRESSION", "brotli"),
+            ("FORWARDER_ENDPOINT", "tcp://192.0.2.1:5556"),
+        ],
+    )
+    def test_a_bad_value_exits_2_with_one_line_naming_it(self, env, command, variable, value):
+        """No traceback: one line with the variable, the value and what would be accepted."""
+        result = run_cli(command, env=env | {variable: value})
+        assert_one_config_error(result, variable, repr(value), "expected")
+
+    def test_a_bad_value_from_the_env_file_is_reported_the_same_way(self, env, tmp_path):
+        """The env file is read like the environment, so its mistakes are named too."""
+        env_file = tmp_path / "forwarder.env"
+        env_file.write_text("# settings\nFORWARDER_BATCH_MAX=0\n")
+        result = run_cli("--env-file", str(env_file), "check", env=env)
+        assert_one_config_error(result, "FORWARDER_BATCH_MAX='0'", "positive integer")
+
+    def test_the_environment_wins_over_the_env_file(self, env, tmp_path):
+        """The file fills in what the environment lacks; it never overrides it."""
+        env_file = tmp_path / "forwarder.env"
+        env_file.write_text("FORWARDER_BATCH_MAX=0\n")
+        result = run_cli("--env-file", str(env_file), "run", env=env | {"FORWARDER_BATCH_MAX": "x"})
+        assert_one_config_error(result, "FORWARDER_BATCH_MAX='x'")
+
+    def test_a_missing_env_file_exits_2(self, env, tmp_path):
+        """A mistyped path must not silently run on defaults."""
+        result = run_cli("--env-file", str(tmp_path / "nope.env"), "run", env=env)
+        assert_one_config_error(result, "--env-file", "nope.env", "readable file")
+
+    def test_an_unknown_socket_group_stops_run(self, env):
+        """Checked before anything binds, with the same one-line message."""
+        result = run_cli("run", env=env | {"FORWARDER_SOCKET_GROUP": "no-such-group-xyz"})
+        assert_one_config_error(result, "FORWARDER_SOCKET_GROUP", "no-such-group-xyz")
+
+    def test_an_endpoint_directory_others_can_write_stops_run(self, env, tmp_path):
+        """Found only when binding, yet reported like any other bad setting."""
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        endpoint = f"ipc://{shared}/events.sock"
+        result = run_cli("run", env=env | {"FORWARDER_ENDPOINT": endpoint})
+        assert_one_config_error(result, "FORWARDER_ENDPOINT", endpoint, "others cannot write")
+        assert not (shared / "events.sock").exists()
+
+    def test_a_short_relay_secret_is_not_printed(self, env):
+        """Even a wrong secret stays out of the message."""
+        result = run_cli(
+            "run", env=env | {"ORDER_EVENT_MODE": "SOCKETIO", "SOCKETIO_RELAY_SECRET": "tooshort"}
+        )
+        assert_one_config_error(result, "SOCKETIO_RELAY_SECRET", "16 characters")
+        assert "tooshort" not in result.stderr
+
+
+class TestUsage:
+    def test_help_says_the_environment_wins_over_the_env_file(self, env):
+        """The precedence rule is documented where people look for it."""
+        result = run_cli("--help", env=env)
+        assert result.returncode == 0
+        assert "--env-file" in result.stdout
+        assert "environment wins" in " ".join(result.stdout.split())
+
+    def test_a_command_is_required(self, env):
+        """Without run or check there is nothing to do: usage and status 2."""
+        result = run_cli(env=env)
+        assert result.returncode == 2
+        assert "usage:" in result.stderr
+
+
+class TestCheck:
+    def test_a_reachable_broker_passes_every_check(self, env, kafka_bootstrap):
+        """Status 0 and an ok line for the configuration, endpoint, state directory and sink."""
+        result = run_cli(
+            "check",
+            env=env | {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert [line.split(":")[0].split(None, 1) for line in lines] == [
+            ["ok", "configuration"],
+            ["ok", "endpoint"],
+            ["ok", "state directory"],
+            ["ok", "sink kafka"],
+        ]
+        assert kafka_bootstrap in lines[3]
+
+    def test_an_unreachable_broker_fails_the_check_with_the_reason(self, env):
+        """Status 1 and a FAILED line for the sink; the other checks still report."""
+        result = run_cli(
+            "check",
+            env=env
+            | {
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+                "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS": "2000",
+            },
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("ok     configuration: ")
+        assert lines[-1].startswith("FAILED sink kafka: ")
+        assert len(lines[-1]) > len("FAILED sink kafka: ")
+
+    def test_secrets_are_shown_only_as_set(self, env):
+        """The report says whether each secret is configured, never what it is."""
+        result = run_cli(
+            "check",
+            env=env
+            | {
+                "ORDER_EVENT_MODE": "SOCKETIO,KAFKA",
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+                "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS": "2000",
+                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_USERNAME": "trader",
+                "KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+                "SOCKETIO_RELAY_SECRET": SECRET,
+                "SOCKETIO_URL": f"http://127.0.0.1:{free_port()}",
+                "SOCKETIO_ACK_TIMEOUT_S": "2",
+            },
+        )
+        assert result.returncode == 1
+        assert "user trader password set" in result.stdout
+        assert "relay secret set" in result.stdout
+        for secret in (SECRET, SASL_PASSWORD):
+            assert secret not in result.stdout + result.stderr
+        assert "FAILED sink kafka: " in result.stdout
+        assert "FAILED sink socketio: " in result.stdout
+
+
+class TestRun:
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+    def test_a_stop_signal_ends_run_with_status_0(self, env, forwarders, signum):
+        """systemd's SIGTERM and a terminal's Ctrl-C both stop it cleanly."""
+        env |= {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+        process = ForwarderProcess(env)
+        forwarders.append(process)
+        started = process.start().logs("forwarder_started")[0]
+        assert started["pid"] == process.pid
+        assert started["modes"] == ["KAFKA"]
+        assert started["endpoint"] == env["FORWARDER_ENDPOINT"]
+        process.send_signal(signum)
+        assert process.wait(30) == 0
+        stopped = process.wait_for_log("forwarder_stopped")
+        assert stopped["undelivered"] == {"kafka": 0}
+
+
+class TestBuildSinks:
+    @pytest.mark.parametrize(
+        ("mode", "names", "imports_socketio"),
+        [("KAFKA", ["kafka"], False), ("SOCKETIO,KAFKA", ["kafka", "socketio"], True)],
+    )
+    def test_only_the_configured_sinks_are_built_and_imported(
+        self, env, mode, names, imports_socketio
+    ):
+        """A Kafka-only install need not have the Socket.IO client: it is never imported."""
+        script = (
+            "import json, sys, forwarder.cli\n"
+            "from forwarder.settings import Settings\n"
+            "from forwarder.sinks import build_sinks\n"
+            "sinks = build_sinks(Settings.from_env())\n"
+            "print(json.dumps([[sink.name for sink in sinks], 'socketio' in sys.modules]))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env | {"ORDER_EVENT_MODE": mode, "SOCKETIO_RELAY_SECRET": SECRET},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(result.stdout) == [names, imports_socketio]

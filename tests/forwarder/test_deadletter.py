@@ -1,0 +1,136 @@
+"""The dead-letter file: record format, permissions, concurrency and a full disk."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+from structlog.testing import capture_logs
+
+from emitter.config import ConfigError
+from emitter.contract import decode_envelope, encode_envelope
+from forwarder.deadletter import FILE_NAME, DeadLetters, frame_event_id, utc_timestamp
+from forwarder.stats import Stats
+from tests.support.forwarder import envelope
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def dead_letters(tmp_path):
+    letters = DeadLetters(tmp_path / "state", Stats())
+    letters.prepare()
+    return letters
+
+
+class TestDeadLetters:
+    def test_a_record_holds_time_reason_sink_id_and_the_frame_in_base64(self, dead_letters):
+        """Everything needed to understand and replay a refused frame is on its line."""
+        before = datetime.now(UTC)
+        frame = encode_envelope(envelope(7))
+        dead_letters.record(frame, "record too large", sink="kafka", event_id="ev-000007")
+        [record] = records(dead_letters.path)
+        assert set(record) == {"time", "reason", "sink", "event_id", "raw"}
+        assert before <= datetime.fromisoformat(record["time"]) <= datetime.now(UTC)
+        assert record["time"].endswith("Z")
+        assert (record["reason"], record["sink"], record["event_id"]) == (
+            "record too large",
+            "kafka",
+            "ev-000007",
+        )
+        assert decode_envelope(base64.b64decode(record["raw"])) == decode_envelope(frame)
+
+    def test_an_undecodable_frame_has_no_sink_and_keeps_its_exact_bytes(self, dead_letters):
+        """Garbage is kept byte for byte, with sink null."""
+        garbage = bytes(range(256)) + b"\x00\xff"
+        dead_letters.record(garbage, "Expected `array`, got `int`")
+        [record] = records(dead_letters.path)
+        assert record["sink"] is None
+        assert record["event_id"] is None
+        assert base64.b64decode(record["raw"]) == garbage
+
+    def test_the_state_directory_is_created_private_and_the_file_owner_only(self, tmp_path):
+        """Dead letters may hold order data: nobody else may read them."""
+        letters = DeadLetters(tmp_path / "deep" / "state", Stats())
+        assert "created" in letters.prepare()
+        letters.record(b"x", "reason")
+        assert stat.S_IMODE(os.stat(letters.state_dir).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(letters.path).st_mode) == 0o600
+        assert letters.path.name == FILE_NAME
+
+    def test_records_from_many_threads_stay_whole_lines(self, dead_letters):
+        """The receiving thread and every worker append to the same file."""
+
+        def write(thread: int) -> None:
+            for n in range(100):
+                dead_letters.record(f"{thread}-{n}".encode(), "reason", sink=f"s{thread}")
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        written = {base64.b64decode(r["raw"]).decode() for r in records(dead_letters.path)}
+        assert written == {f"{t}-{n}" for t in range(4) for n in range(100)}
+
+    def test_a_full_disk_is_counted_and_logged_never_raised(self, tmp_path):
+        """ENOSPC (a real one: the file is /dev/full) must not stop the forwarder."""
+        if not os.path.exists("/dev/full"):
+            pytest.skip("this system has no /dev/full")
+        stats = Stats()
+        letters = DeadLetters(tmp_path / "state", stats)
+        letters.prepare()
+        letters.path.symlink_to("/dev/full")
+        with capture_logs() as logs:
+            letters.record(b"frame", "bad frame", event_id="ev-1")
+            letters.record(b"frame", "bad frame", event_id="ev-2")
+        assert stats.dead_letter_write_failures == 2
+        [failed] = [line for line in logs if line["event"] == "dead_letter_write_failed"]
+        assert "No space left on device" in failed["error"]
+        assert failed["event_id"] == "ev-1"
+        assert failed["log_level"] == "error"
+
+    def test_a_flood_of_dead_letters_logs_one_warning_not_one_per_frame(self, dead_letters):
+        """Each frame is in the file; the log gets a line per interval."""
+        with capture_logs() as logs:
+            for n in range(50):
+                dead_letters.record(b"junk", "bad frame", event_id=f"ev-{n}")
+        assert len(records(dead_letters.path)) == 50
+        assert [line["event"] for line in logs] == ["frame_dead_lettered"]
+
+    def test_a_state_directory_that_cannot_be_made_is_a_config_error(self, tmp_path):
+        """The message names the setting, so the operator knows what to fix."""
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        with pytest.raises(ConfigError) as caught:
+            DeadLetters(blocker / "state", Stats()).prepare()
+        assert caught.value.variable == "FORWARDER_STATE_DIR"
+        assert str(blocker / "state") in str(caught.value)
+
+
+class TestFrameEventId:
+    def test_a_frame_of_another_schema_version_still_yields_its_id(self):
+        """An emitter newer than the forwarder is traced by event id."""
+        frame = msgspec.msgpack.encode([2, "ev-from-the-future", 1, "order_event"])
+        assert frame_event_id(frame) == "ev-from-the-future"
+
+    @pytest.mark.parametrize("frame", [b"", b"\xc1", b"\x93\x01", msgspec.msgpack.encode({"a": 1})])
+    def test_garbage_has_no_id(self, frame):
+        """Undecodable or non-array frames give None."""
+        assert frame_event_id(frame) is None
+
+
+class TestUtcTimestamp:
+    def test_any_timezone_is_written_in_utc_with_a_z(self):
+        """Consumers compare timestamps as strings; one zone and one form keep that honest."""
+        moment = datetime.fromisoformat("2026-01-29T16:00:45.123456+05:30")
+        assert utc_timestamp(moment) == "2026-01-29T10:30:45.123456Z"

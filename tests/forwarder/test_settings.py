@@ -1,0 +1,130 @@
+"""Settings: defaults, and every unusable value refused with the variable named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emitter.config import ConfigError
+from forwarder.settings import Settings
+
+SECRET = "relay-secret-0123456789"
+KAFKA = {"ORDER_EVENT_MODE": "KAFKA"}
+SOCKETIO = {"ORDER_EVENT_MODE": "SOCKETIO", "SOCKETIO_RELAY_SECRET": SECRET}
+
+
+class TestDefaults:
+    def test_the_seeds_defaults_apply_when_nothing_is_set(self, tmp_path):
+        """An env with only the relay secret gives the documented configuration."""
+        settings = Settings.from_env({**SOCKETIO, "XDG_RUNTIME_DIR": str(tmp_path)})
+        assert settings.modes == ("SOCKETIO",)
+        assert settings.endpoint == f"ipc://{tmp_path}/openalgo-forwarder/events.sock"
+        assert (settings.batch_max, settings.batch_linger_ms, settings.queue_max) == (
+            500,
+            5,
+            100_000,
+        )
+        assert (settings.retry_base_ms, settings.retry_max_ms) == (100, 30_000)
+        assert (settings.shutdown_timeout_s, settings.stats_interval_s) == (10, 60)
+        assert settings.kafka is None
+        assert settings.socketio is not None
+
+    def test_both_modes_build_both_sink_sections(self):
+        """SOCKETIO,KAFKA turns on both sinks, in a fixed order whatever the spelling."""
+        settings = Settings.from_env({**SOCKETIO, "ORDER_EVENT_MODE": "kafka, socketio"})
+        assert settings.modes == ("SOCKETIO", "KAFKA")
+        assert settings.kafka is not None
+        assert settings.kafka.topic == "from_openalgo_order_events"
+        assert settings.kafka.compression == "snappy"
+
+    def test_systemd_state_directory_is_the_default_state_dir(self):
+        """Under systemd StateDirectory= is used without any setting."""
+        settings = Settings.from_env({**KAFKA, "STATE_DIRECTORY": "/var/lib/openalgo-forwarder"})
+        assert settings.state_dir == Path("/var/lib/openalgo-forwarder")
+
+    def test_secrets_stay_out_of_the_repr(self):
+        """A settings object printed in a log or traceback reveals no secret."""
+        settings = Settings.from_env(
+            {
+                **SOCKETIO,
+                "ORDER_EVENT_MODE": "SOCKETIO,KAFKA",
+                "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_USERNAME": "trader",
+                "KAFKA_SASL_PASSWORD": "sasl-password-value",
+            }
+        )
+        assert settings.kafka is not None
+        assert settings.kafka.sasl_password == "sasl-password-value"
+        assert "sasl-password-value" not in repr(settings)
+        assert SECRET not in repr(settings)
+
+
+INVALID = [
+    ({"ORDER_EVENT_MODE": "REDIS"}, "ORDER_EVENT_MODE", "REDIS"),
+    ({"ORDER_EVENT_MODE": "KAFKA,KAFKA"}, "ORDER_EVENT_MODE", "KAFKA,KAFKA"),
+    ({"ORDER_EVENT_MODE": ""}, "ORDER_EVENT_MODE", ""),
+    ({**KAFKA, "FORWARDER_BATCH_MAX": "0"}, "FORWARDER_BATCH_MAX", "0"),
+    ({**KAFKA, "FORWARDER_BATCH_MAX": "abc"}, "FORWARDER_BATCH_MAX", "abc"),
+    ({**KAFKA, "FORWARDER_BATCH_LINGER_MS": "-1"}, "FORWARDER_BATCH_LINGER_MS", "-1"),
+    ({**KAFKA, "FORWARDER_QUEUE_MAX": "0"}, "FORWARDER_QUEUE_MAX", "0"),
+    ({**KAFKA, "FORWARDER_RETRY_BASE_MS": "0"}, "FORWARDER_RETRY_BASE_MS", "0"),
+    (
+        {**KAFKA, "FORWARDER_RETRY_BASE_MS": "500", "FORWARDER_RETRY_MAX_MS": "100"},
+        "FORWARDER_RETRY_MAX_MS",
+        100,
+    ),
+    ({**KAFKA, "FORWARDER_SHUTDOWN_TIMEOUT_S": "soon"}, "FORWARDER_SHUTDOWN_TIMEOUT_S", "soon"),
+    ({**KAFKA, "FORWARDER_STATS_INTERVAL_S": "-5"}, "FORWARDER_STATS_INTERVAL_S", "-5"),
+    ({**KAFKA, "FORWARDER_ENDPOINT": "tcp://10.1.2.3:5556"}, "FORWARDER_ENDPOINT", None),
+    ({**KAFKA, "FORWARDER_ENDPOINT": "ipc://relative/path"}, "FORWARDER_ENDPOINT", None),
+    ({**KAFKA, "LOG_LEVEL": "TRACE"}, "LOG_LEVEL", "TRACE"),
+    ({**KAFKA, "LOG_FORMAT": "xml"}, "LOG_FORMAT", "xml"),
+    ({**KAFKA, "KAFKA_ORDER_EVENTS_TOPIC": "  "}, "KAFKA_ORDER_EVENTS_TOPIC", ""),
+    ({**KAFKA, "KAFKA_PRODUCER_COMPRESSION": "brotli"}, "KAFKA_PRODUCER_COMPRESSION", "brotli"),
+    ({**KAFKA, "KAFKA_PRODUCER_ACKS": "2"}, "KAFKA_PRODUCER_ACKS", "2"),
+    ({**KAFKA, "KAFKA_BOOTSTRAP_SERVERS": "broker-without-port"}, "KAFKA_BOOTSTRAP_SERVERS", None),
+    ({**KAFKA, "KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL", "TLS"),
+    (
+        {**KAFKA, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u"},
+        "KAFKA_SASL_PASSWORD",
+        "",
+    ),
+    (
+        {**KAFKA, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "GSSAPI"},
+        "KAFKA_SASL_MECHANISM",
+        "GSSAPI",
+    ),
+    ({**KAFKA, "KAFKA_SSL_CAFILE": "/no/such/ca.pem"}, "KAFKA_SSL_CAFILE", "/no/such/ca.pem"),
+    ({"ORDER_EVENT_MODE": "SOCKETIO"}, "SOCKETIO_RELAY_SECRET", ""),
+    ({**SOCKETIO, "SOCKETIO_RELAY_SECRET": "short"}, "SOCKETIO_RELAY_SECRET", "<hidden>"),
+    ({**SOCKETIO, "SOCKETIO_URL": "ftp://127.0.0.1"}, "SOCKETIO_URL", "ftp://127.0.0.1"),
+    ({**SOCKETIO, "SOCKETIO_NAMESPACE": "/"}, "SOCKETIO_NAMESPACE", "/"),
+    ({**SOCKETIO, "SOCKETIO_ACK_TIMEOUT_S": "0"}, "SOCKETIO_ACK_TIMEOUT_S", "0"),
+]
+
+
+class TestInvalid:
+    @pytest.mark.parametrize(("env", "variable", "value"), INVALID)
+    def test_an_unusable_value_names_the_variable_the_value_and_the_choices(
+        self, env, variable, value
+    ):
+        """The message alone tells the operator what to change and to what."""
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(env)
+        error = caught.value
+        assert error.variable == variable
+        if value is not None:
+            assert error.value == value
+        assert str(error).startswith(f"{variable}=")
+        assert "expected" in str(error)
+
+    def test_a_loopback_tcp_endpoint_is_accepted(self):
+        """Loopback TCP is the documented alternative to ipc."""
+        assert Settings.from_env({**KAFKA, "FORWARDER_ENDPOINT": "tcp://127.0.0.1:5556"}).endpoint
+
+    def test_a_short_relay_secret_is_not_echoed(self):
+        """Even a wrong secret is a secret."""
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({**SOCKETIO, "SOCKETIO_RELAY_SECRET": "almost-a-secret"})
+        assert "almost-a-secret" not in str(caught.value)

@@ -1,0 +1,231 @@
+"""A sink's worker: batching, retries in order, dead letters, drops and the drain deadline."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+
+import pytest
+from structlog.testing import capture_logs
+
+from emitter.contract import decode_envelope
+from forwarder.deadletter import DeadLetters
+from forwarder.errors import PermanentSinkError
+from forwarder.retry import Backoff
+from forwarder.settings import Settings
+from forwarder.sinks.memory import MemorySink
+from forwarder.stats import Stats
+from forwarder.worker import SinkWorker
+from tests.support.forwarder import envelope
+
+
+class FakeClock:
+    """Time that moves only when the worker sleeps, so backoffs cost nothing."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float, wake: threading.Event) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def stats():
+    return Stats()
+
+
+@pytest.fixture
+def dead_letters(tmp_path, stats):
+    letters = DeadLetters(tmp_path / "state", stats)
+    letters.prepare()
+    return letters
+
+
+@pytest.fixture
+def make_worker(clock, stats, dead_letters):
+    def make(sink: MemorySink, **settings: int) -> SinkWorker:
+        return SinkWorker(
+            sink,
+            Settings(**{"retry_base_ms": 100, "retry_max_ms": 1000, **settings}),
+            stats=stats,
+            dead_letters=dead_letters,
+            clock=clock,
+            backoff=Backoff(100, 1000, rng=random.Random(3)),
+        )
+
+    return make
+
+
+def ids(envelopes) -> list[str]:
+    return [e.id for e in envelopes]
+
+
+class TestDeliver:
+    def test_an_acknowledged_batch_is_counted_and_logged_once(self, make_worker):
+        """One info line per batch, with the ids at both ends and the attempt."""
+        sink = MemorySink()
+        worker = make_worker(sink)
+        batch = [envelope(n) for n in range(3)]
+        with capture_logs() as logs:
+            worker.deliver(batch)
+        assert sink.delivered == batch
+        assert (worker.counters.delivered, worker.counters.batches) == (3, 1)
+        [line] = logs
+        assert line["event"] == "batch_delivered"
+        assert (
+            line["sink"],
+            line["count"],
+            line["first_id"],
+            line["last_id"],
+            line["attempt"],
+        ) == (
+            "memory",
+            3,
+            "ev-000000",
+            "ev-000002",
+            1,
+        )
+        assert line["latency_ms"] >= 0
+
+    def test_a_retriable_failure_is_retried_after_a_jittered_backoff(self, make_worker, clock):
+        """Each retry waits a full-jitter delay under the doubling ceiling, then sends again."""
+        sink = MemorySink()
+        sink.fail_next(3)
+        worker = make_worker(sink)
+        batch = [envelope(n) for n in range(4)]
+        with capture_logs() as logs:
+            worker.deliver(batch)
+        assert sink.delivered == batch
+        assert len(clock.sleeps) == 3
+        assert all(0 <= s <= c for s, c in zip(clock.sleeps, [0.1, 0.2, 0.4], strict=True))
+        retries = [line for line in logs if line["event"] == "sink_retry"]
+        assert [(r["attempt"], r["pending"], r["log_level"]) for r in retries] == [
+            (1, 4, "warning"),
+            (2, 4, "warning"),
+            (3, 4, "warning"),
+        ]
+        assert retries[0]["error"] == "memory sink told to fail"
+        assert [line["attempt"] for line in logs if line["event"] == "batch_delivered"] == [4]
+        assert worker.counters.retried == 3
+
+    def test_retried_events_keep_their_order_and_go_before_anything_newer(self, make_worker):
+        """Failed events of a batch are resent in their order, as one batch, before the next."""
+        sink = MemorySink()
+        sink.fail_ids(["ev-000001", "ev-000003"], times=2)
+        worker = make_worker(sink)
+        worker.deliver([envelope(n) for n in range(5)])
+        worker.deliver([envelope(5)])
+        assert ids(sink.delivered) == [
+            "ev-000000",
+            "ev-000002",
+            "ev-000004",
+            "ev-000001",
+            "ev-000003",
+            "ev-000005",
+        ]
+        assert sink.batches[1:] == [["ev-000001", "ev-000003"]] * 2 + [["ev-000005"]]
+
+    def test_a_permanent_refusal_is_dead_lettered_without_holding_the_rest(
+        self, make_worker, clock, dead_letters
+    ):
+        """The refused event goes to the dead-letter file at once; the others are delivered."""
+        sink = MemorySink()
+        sink.fail_ids(["ev-000001"], permanent=True)
+        worker = make_worker(sink)
+        batch = [envelope(n) for n in range(3)]
+        worker.deliver(batch)
+        assert ids(sink.delivered) == ["ev-000000", "ev-000002"]
+        assert clock.sleeps == []
+        assert worker.counters.dead_lettered == 1
+        [record] = [json.loads(line) for line in dead_letters.path.read_text().splitlines()]
+        assert (record["sink"], record["event_id"]) == ("memory", "ev-000001")
+        assert record["reason"] == "memory sink refuses ev-000001"
+        assert decode_envelope(base64.b64decode(record["raw"])) == batch[1]
+
+    def test_a_sink_refusing_the_whole_batch_dead_letters_all_of_it(self, make_worker):
+        """A PermanentSinkError raised by deliver() applies to every event of the batch."""
+        sink = MemorySink()
+        sink.fail_next(1, PermanentSinkError("topic authorization failed"))
+        worker = make_worker(sink)
+        worker.deliver([envelope(n) for n in range(3)])
+        assert (worker.counters.dead_lettered, sink.delivered) == (3, [])
+
+    def test_an_unexpected_exception_is_logged_and_retried(self, make_worker):
+        """A bug in a sink must not kill its worker: it counts as a retriable failure."""
+        sink = MemorySink()
+        sink.fail_next(1, KeyError("surprise"))
+        worker = make_worker(sink)
+        with capture_logs() as logs:
+            worker.deliver([envelope(0)])
+        assert ids(sink.delivered) == ["ev-000000"]
+        [failed] = [line for line in logs if line["event"] == "sink_failed"]
+        assert failed["exc_info"] is True
+        [retry] = [line for line in logs if line["event"] == "sink_retry"]
+        assert "KeyError" in retry["error"]
+
+    def test_retries_stop_at_the_drain_deadline_and_the_rest_is_counted(self, make_worker, clock):
+        """On shutdown a dead sink is retried only until the deadline; what is left is reported."""
+        sink = MemorySink()
+        sink.fail_next(10_000)
+        worker = make_worker(sink)
+        worker.drain(clock.now + 2.0)
+        worker.deliver([envelope(n) for n in range(7)])
+        assert sink.delivered == []
+        assert clock.now == pytest.approx(1002.0)
+        assert worker.depth() == 7
+
+
+class TestOffer:
+    def test_a_full_queue_drops_counts_and_warns(self, make_worker):
+        """The receiving thread never waits for a sink; it drops and says so."""
+        worker = make_worker(MemorySink(), queue_max=2)
+        with capture_logs() as logs:
+            accepted = [worker.offer(envelope(n)) for n in range(5)]
+        assert accepted == [True, True, False, False, False]
+        assert (worker.counters.dropped, worker.depth()) == (3, 2)
+        [warning] = logs
+        assert (warning["event"], warning["reason"], warning["sink"]) == (
+            "event_dropped",
+            "queue_full",
+            "memory",
+        )
+
+
+class TestThread:
+    def test_the_thread_delivers_the_queue_in_batches_and_in_order(self, make_worker, clock):
+        """Retried events go out before the next batch is taken from the queue."""
+        sink = MemorySink()
+        sink.fail_ids(["ev-000001", "ev-000003"])
+        worker = make_worker(sink, batch_max=5, batch_linger_ms=0)
+        for n in range(10):
+            worker.offer(envelope(n))
+        worker.start()
+        sink.wait_for(10, timeout=30)
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert ids(sink.delivered) == [f"ev-{n:06d}" for n in (0, 2, 4, 1, 3, 5, 6, 7, 8, 9)]
+        assert sink.batches[0] == [f"ev-{n:06d}" for n in range(5)]
+
+    def test_drain_delivers_what_is_queued_then_ends(self, make_worker, clock):
+        """A drained worker finishes its queue before it stops, within the deadline."""
+        sink = MemorySink()
+        worker = make_worker(sink, batch_max=3)
+        worker.start()
+        for n in range(20):
+            worker.offer(envelope(n))
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(20)]
+        assert worker.depth() == 0
