@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -14,7 +15,10 @@ from dotenv import dotenv_values
 
 from emitter.config import ConfigError
 from forwarder import logs
+from forwarder.control import ControlError, control_path, query, render_stats
 from forwarder.deadletter import DeadLetters
+from forwarder.logview import add_logs_arguments, run_logs
+from forwarder.notify import Notifier
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks import build_sinks
@@ -30,9 +34,16 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit status 2 with one line on stderr when a setting cannot be used."""
     args = _parser().parse_args(argv)
-    command: Callable[[Settings], int] = args.command
+    if args.command == "logs":
+        return run_logs(args)
+    if args.command == "stats" and args.socket is not None:
+        return _print_stats(args.socket, as_json=args.json)
     try:
         settings = Settings.from_env(_environment(args.env_file))
+        if args.command == "stats":
+            path = control_path(settings.endpoint, settings.state_dir)
+            return _print_stats(path, as_json=args.json)
+        command: Callable[[Settings], int] = args.command
         return command(settings)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -58,7 +69,34 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check", help="validate the settings and reach each sink once; exit 0 when all is well"
     ).set_defaults(command=_check)
+    stats = commands.add_parser(
+        "stats", help="ask the running forwarder for its counters, per sink"
+    )
+    stats.add_argument("--json", action="store_true", help="print the counters as JSON")
+    stats.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="the control socket (default: control.sock beside the ipc endpoint, else in the "
+        "state directory)",
+    )
+    stats.set_defaults(command="stats")
+    logs_parser = commands.add_parser(
+        "logs", help="pretty-print and filter the forwarder's JSON log lines"
+    )
+    add_logs_arguments(logs_parser)
+    logs_parser.set_defaults(command="logs")
     return parser
+
+
+def _print_stats(path: Path, *, as_json: bool) -> int:
+    try:
+        snapshot = query(path)
+    except ControlError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(snapshot, indent=2) if as_json else render_stats(snapshot))
+    return EXIT_OK
 
 
 def _environment(env_file: Path | None) -> dict[str, str]:
@@ -74,7 +112,9 @@ def _environment(env_file: Path | None) -> dict[str, str]:
 def _run(settings: Settings) -> int:
     logs.configure(settings.log_level_number, settings.log_format)
     source = Source(settings.endpoint, socket_group=settings.socket_group)
-    forwarder = Forwarder(settings, build_sinks(settings), source=source)
+    forwarder = Forwarder(
+        settings, build_sinks(settings), source=source, notifier=Notifier.from_env()
+    )
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         forwarder.stop()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Final
 
 import structlog
 
 from emitter.contract import InvalidEnvelope, decode_envelope
+from forwarder.control import ControlServer, control_path
 from forwarder.deadletter import DeadLetters, frame_event_id
+from forwarder.metrics import BatchLatency, MetricsServer
+from forwarder.notify import Notifier
 from forwarder.retry import Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
@@ -21,6 +25,8 @@ from forwarder.worker import SinkWorker
 __all__ = ["Forwarder"]
 
 _POLL_MS: Final = 200
+_STATUS_S: Final = 5.0
+"""How often STATUS= is refreshed when systemd runs no watchdog."""
 """Longest wait for a frame before the loop looks at the stop flag and the stats timer."""
 
 log = structlog.get_logger("forwarder.service")
@@ -36,19 +42,35 @@ class Forwarder:
         *,
         source: Source | None = None,
         clock: Clock | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._settings = settings
         self._sinks = tuple(sinks)
         self._source = source or Source(settings.endpoint, socket_group=settings.socket_group)
         self._clock = clock or SystemClock()
         self.stats = Stats()
+        self._notifier = notifier or Notifier(None)
         self._dead_letters = DeadLetters(settings.state_dir, self.stats)
+        latency = BatchLatency()
         self._workers = [
             SinkWorker(
-                sink, settings, stats=self.stats, dead_letters=self._dead_letters, clock=self._clock
+                sink,
+                settings,
+                stats=self.stats,
+                dead_letters=self._dead_letters,
+                clock=self._clock,
+                latency=latency,
             )
             for sink in self._sinks
         ]
+        self._control = ControlServer(
+            control_path(settings.endpoint, settings.state_dir), self.stats.snapshot
+        )
+        self._metrics = (
+            None
+            if settings.metrics_addr is None
+            else MetricsServer(settings.metrics_addr, self.stats.snapshot, latency=latency)
+        )
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -61,9 +83,13 @@ class Forwarder:
         try:
             self._dead_letters.prepare()
             self._source.bind()
+            self._control.start()
+            if self._metrics is not None:
+                self._metrics.start()
             for worker in self._workers:
                 worker.start()
             started = True
+            self._notifier.ready(self._status())
             log.info(
                 "forwarder_started",
                 endpoint=self._source.endpoint,
@@ -72,21 +98,45 @@ class Forwarder:
                 pid=os.getpid(),
             )
             self._receive_until_stopped()
+            self._notifier.stopping()
             self._take_what_is_queued()
         finally:
             self._source.close()
             if started:
                 self._drain_workers()
             self._close_sinks()
+            self._control.close()
+            if self._metrics is not None:
+                self._metrics.close()
+            self._notifier.close()
 
     def _receive_until_stopped(self) -> None:
         interval = self._settings.stats_interval_s
         next_stats = self._clock.monotonic() + interval
+        next_ping = self._clock.monotonic()
         while not self._stop.is_set():
             self._dispatch(self._source.receive(_POLL_MS))
-            if interval and self._clock.monotonic() >= next_stats:
+            now = self._clock.monotonic()
+            self.stats.loop_at = time.monotonic()
+            if now >= next_ping:
+                self._notifier.watchdog()
+                self._notifier.status(self._status())
+                next_ping = now + (self._notifier.watchdog_interval_s or _STATUS_S)
+            if interval and now >= next_stats:
                 log.info("stats", **self.stats.snapshot())
-                next_stats = self._clock.monotonic() + interval
+                next_stats = now + interval
+
+    def _status(self) -> str:
+        """One line for `systemctl status`: what came in and where each sink stands."""
+        parts = [f"received {self.stats.received}"]
+        for worker in self._workers:
+            counters = worker.counters
+            state = "retrying" if counters.retrying_since is not None else "ok"
+            parts.append(
+                f"{worker.sink.name} {state}: delivered {counters.delivered}, "
+                f"queued {worker.depth()}"
+            )
+        return "; ".join(parts)
 
     def _take_what_is_queued(self) -> None:
         """Frames ZeroMQ has already accepted would be lost on close: hand them over too."""

@@ -11,6 +11,7 @@ from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
 from emitter.config import ConfigError, env_int, env_str, resolve_endpoint
+from forwarder.metrics import parse_metrics_addr
 
 __all__ = ["KafkaSettings", "Settings", "SocketIOSettings"]
 
@@ -165,6 +166,7 @@ class Settings:
     stats_interval_s: int = 60
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
+    metrics_addr: tuple[str, int] | None = None
     kafka: KafkaSettings | None = None
     socketio: SocketIOSettings | None = None
 
@@ -202,6 +204,7 @@ class Settings:
             ),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOGGING_LEVELS),
             log_format=cast(LogFormat, log_format),
+            metrics_addr=parse_metrics_addr(env),
             kafka=KafkaSettings.from_env(env) if "KAFKA" in modes else None,
             socketio=SocketIOSettings.from_env(env) if "SOCKETIO" in modes else None,
         )

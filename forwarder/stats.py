@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,13 +16,19 @@ class SinkCounters:
     """One sink's counters: `dropped` is written by the receiving thread, the rest by its worker."""
 
     depth: Callable[[], int] = field(default=lambda: 0, repr=False, compare=False)
+    oldest_age_s: Callable[[], float | None] = field(
+        default=lambda: None, repr=False, compare=False
+    )
     delivered: int = 0
     retried: int = 0
     dead_lettered: int = 0
     dropped: int = 0
     batches: int = 0
+    retrying_since: float | None = None
+    """Monotonic time of the first failed attempt of the batch still being retried."""
+    last_error: str | None = None
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
         """The counters and how many events wait for this sink right now."""
         return {
             "delivered": self.delivered,
@@ -29,6 +37,11 @@ class SinkCounters:
             "dropped": self.dropped,
             "queued": self.depth(),
             "batches": self.batches,
+            "oldest_age_s": self.oldest_age_s(),
+            "retrying_since_s": None
+            if self.retrying_since is None
+            else round(time.monotonic() - self.retrying_since, 3),
+            "last_error": self.last_error,
         }
 
 
@@ -40,18 +53,30 @@ class Stats:
     decode_failures: int = 0
     dead_letter_write_failures: int = 0
     sinks: dict[str, SinkCounters] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    loop_at: float = field(default_factory=time.monotonic)
+    """When the main loop last went round: what the watchdog and /healthz judge liveness by."""
 
-    def add_sink(self, name: str, depth: Callable[[], int]) -> SinkCounters:
+    def add_sink(
+        self,
+        name: str,
+        depth: Callable[[], int],
+        oldest_age_s: Callable[[], float | None] = lambda: None,
+    ) -> SinkCounters:
         """Counters for a new sink; names must be unique so log lines can tell sinks apart."""
         if name in self.sinks:
             raise ValueError(f"two sinks are named {name!r}")
-        counters = SinkCounters(depth=depth)
+        counters = SinkCounters(depth=depth, oldest_age_s=oldest_age_s)
         self.sinks[name] = counters
         return counters
 
     def snapshot(self) -> dict[str, Any]:
         """A plain dict for the stats log line (and anything else that reports counters)."""
+        now = time.monotonic()
         return {
+            "pid": os.getpid(),
+            "uptime_s": round(now - self.started, 3),
+            "loop_age_s": round(now - self.loop_at, 3),
             "received": self.received,
             "decode_failures": self.decode_failures,
             "dead_letter_write_failures": self.dead_letter_write_failures,

@@ -15,6 +15,7 @@ from forwarder.batcher import Batcher
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
 from forwarder.logs import Throttle
+from forwarder.metrics import BatchLatency
 from forwarder.retry import Backoff, Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
@@ -40,6 +41,7 @@ class SinkWorker:
         dead_letters: DeadLetters,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
+        latency: BatchLatency | None = None,
     ) -> None:
         self.sink = sink
         self._queue: queue.Queue[Envelope] = queue.Queue(maxsize=settings.queue_max)
@@ -52,7 +54,8 @@ class SinkWorker:
         )
         self._backoff = backoff or Backoff(settings.retry_base_ms, settings.retry_max_ms)
         self._dead_letters = dead_letters
-        self.counters = stats.add_sink(sink.name, self.depth)
+        self._latency = latency
+        self.counters = stats.add_sink(sink.name, self.depth, self.oldest_age_s)
         self._pending: Sequence[Envelope] = ()
         self._deadline: float | None = None
         self._wake = threading.Event()
@@ -79,6 +82,14 @@ class SinkWorker:
     def depth(self) -> int:
         """Events this sink has yet to take: queued plus the batch being delivered."""
         return self._queue.qsize() + len(self._pending)
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds since the oldest event this sink still holds was emitted."""
+        held = self._pending or self._queue.queue
+        try:
+            return max(0.0, (time.time_ns() - held[0].ts) / 1e9)
+        except IndexError:
+            return None
 
     def start(self) -> None:
         """Start delivering in the background."""
@@ -127,7 +138,13 @@ class SinkWorker:
                 else:
                     retry.append((self._pending[index], error))
             self._pending = [envelope for envelope, _ in retry]
-            if not retry or self._out_of_time():
+            if not retry:
+                self.counters.retrying_since = None
+                return
+            if self.counters.retrying_since is None:
+                self.counters.retrying_since = time.monotonic()
+            self.counters.last_error = str(retry[0][1])
+            if self._out_of_time():
                 return
             self._back_off(attempt, retry[0][1])
 
@@ -143,6 +160,8 @@ class SinkWorker:
 
     def _delivered(self, done: list[Envelope], attempt: int, latency_s: float) -> None:
         self.counters.delivered += len(done)
+        if self._latency is not None:
+            self._latency.observe(self.sink.name, latency_s)
         self.counters.batches += 1
         log.info(
             "batch_delivered",

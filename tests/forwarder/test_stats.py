@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from forwarder.stats import Stats
@@ -18,7 +21,11 @@ class TestStats:
         counters.delivered += 6
         counters.dropped += 1
         depth[0] = 2
-        assert stats.snapshot() == {
+        snapshot = stats.snapshot()
+        assert snapshot.pop("pid") == os.getpid()
+        assert snapshot.pop("uptime_s") >= 0
+        assert snapshot.pop("loop_age_s") >= 0
+        assert snapshot == {
             "received": 10,
             "decode_failures": 1,
             "dead_letter_write_failures": 0,
@@ -30,6 +37,9 @@ class TestStats:
                     "dropped": 1,
                     "queued": 2,
                     "batches": 0,
+                    "oldest_age_s": None,
+                    "retrying_since_s": None,
+                    "last_error": None,
                 }
             },
         }
@@ -40,3 +50,16 @@ class TestStats:
         stats.add_sink("memory", lambda: 0)
         with pytest.raises(ValueError, match="memory"):
             stats.add_sink("memory", lambda: 0)
+
+
+class TestSinkCounters:
+    def test_a_retrying_sink_reports_since_when_and_why(self):
+        """Readiness and `stats` show how long a sink has been failing and with what error."""
+        stats = Stats()
+        counters = stats.add_sink("kafka", lambda: 1, lambda: 4.5)
+        counters.retrying_since = time.monotonic() - 2
+        counters.last_error = "broker unreachable"
+        sink = stats.snapshot()["sinks"]["kafka"]
+        assert sink["retrying_since_s"] >= 2
+        assert sink["last_error"] == "broker unreachable"
+        assert sink["oldest_age_s"] == 4.5
