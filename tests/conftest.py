@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +12,22 @@ import pytest
 from tests.support.broker import KafkaBroker
 
 EXTERNAL_KAFKA = "KAFKA_TEST_BOOTSTRAP_SERVERS"
+THREAD_GRACE_S = 10.0
+"""How long a test's threads may take to end after its teardown before the test is failed."""
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_its_test() -> Iterator[None]:
+    """A non-daemon thread left running keeps pytest from exiting: fail the test that left it."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_S
+    while True:
+        left = [t for t in threading.enumerate() if t not in before and not t.daemon]
+        if not left or time.monotonic() >= deadline:
+            break
+        left[0].join(0.05)
+    assert not left, f"threads still running after the test: {[t.name for t in left]}"
 
 
 @pytest.fixture(scope="session")

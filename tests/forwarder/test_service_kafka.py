@@ -11,6 +11,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
+import zmq
 
 from emitter.contract import encode_envelope
 from emitter.publisher import publisher_from_env
@@ -208,9 +209,15 @@ class TestForwarderToKafka:
         def send() -> None:
             with pusher(process.env["FORWARDER_ENDPOINT"], linger_ms=0) as push:
                 for n in range(100_000):
+                    frame = encode_envelope(envelope(n))
+                    while not stop_sending.is_set():
+                        try:
+                            push.send(frame, zmq.NOBLOCK)
+                            break
+                        except zmq.Again:
+                            stop_sending.wait(0.01)
                     if stop_sending.is_set():
                         return
-                    push.send(encode_envelope(envelope(n)))
                     sent.append(n)
                     stop_sending.wait(0.0005)
 
@@ -224,6 +231,7 @@ class TestForwarderToKafka:
         finally:
             stop_sending.set()
             sender.join(30)
+        assert not sender.is_alive()
         stopped = process.wait_for_log("forwarder_stopped")
         received = stopped["received"]
         assert received >= 1000

@@ -357,6 +357,7 @@ def plain_server(configure: Callable[[socketio.Server], None]) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
+        sio.shutdown()
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
