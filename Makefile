@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: test test-unit test-integration test-fast coverage lint format clean browser-deps
+.PHONY: demo test test-unit test-integration test-fast coverage lint format clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+## demo: a broker, a Socket.IO app and the forwarder on this machine; a trading session through them
+demo: $(STAMP)
+	$(BIN)/python -m demo
 
 ## test: lint, then the whole suite (unit, integration against the embedded broker, browser)
 test: lint browser-deps

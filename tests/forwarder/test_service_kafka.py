@@ -15,7 +15,7 @@ import zmq
 
 from emitter.contract import encode_envelope
 from emitter.publisher import publisher_from_env
-from tests.support.broker import consume, unique_topic
+from tests.support.broker import consume
 from tests.support.forwarder import (
     GARBAGE,
     ForwarderProcess,
@@ -24,21 +24,9 @@ from tests.support.forwarder import (
     publish_orders,
     push_frames,
     pusher,
-    running_forwarders,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def forwarders():
-    with running_forwarders() as started:
-        yield started
-
-
-@pytest.fixture
-def topic():
-    return unique_topic("forwarder")
 
 
 def start(forwarders, tmp_path, bootstrap: str, topic: str, **settings: str) -> ForwarderProcess:

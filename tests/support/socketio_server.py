@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import select
@@ -25,9 +24,9 @@ from typing import Any
 import flask
 import flask_socketio
 import socketio
-import websocket
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from demo.browser import BrowserTab
 from emitter.contract import SYSTEM_KEY, Envelope, decode_envelope, encode_envelope
 from emitter.relay import install_relay
 
@@ -269,65 +268,15 @@ def relay_server(
         server.stop()
 
 
-class BrowserClient:
-    """Stands in for a browser tab on `/`: it records every event it gets, in arrival order.
-
-    It speaks Socket.IO (protocol 5 over one WebSocket) itself and reads on one thread, as a
-    browser does. python-socketio's Client hands each incoming message to a thread of its own,
-    and on a loaded machine those threads recorded events out of order (1 run in 10 of a
-    500-event batch), which would make every ordering assertion flaky.
-    """
-
-    def __init__(self, url: str, *, user: str | None = None) -> None:
-        self.received: list[tuple[str, Any]] = []
-        self._lock = threading.Lock()
-        address = "ws" + url.removeprefix("http") + "/socket.io/?EIO=4&transport=websocket"
-        self._ws = websocket.create_connection(address, timeout=START_TIMEOUT_S)
-        try:
-            if not self._ws.recv().startswith("0"):
-                raise ConnectionError("no Engine.IO handshake")
-            self._ws.send("40" + (json.dumps({"user": user}) if user else ""))
-            reply = self._ws.recv()
-            if not reply.startswith("40"):
-                raise ConnectionError(f"namespace / refused the browser: {reply}")
-        except BaseException:
-            self._ws.close()
-            raise
-        self._ws.settimeout(None)
-        self._reader = threading.Thread(target=self._read, name="browser-client")
-        self._reader.start()
-
-    @property
-    def connected(self) -> bool:
-        return self._reader.is_alive()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                frame = self._ws.recv()
-            except (websocket.WebSocketException, OSError):
-                return
-            if not frame:
-                return
-            if frame == "2":
-                self._ws.send("3")
-            elif frame.startswith("42"):
-                event, *args = json.loads(frame[2:])
-                with self._lock:
-                    self.received.append((event, args[0] if len(args) == 1 else args))
-
-    def events(self) -> list[tuple[str, Any]]:
-        with self._lock:
-            return list(self.received)
+class BrowserClient(BrowserTab):
+    """The demo's browser tab, failing the test when events do not arrive in time."""
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, Any]]:
         """The events once at least `count` arrived; fails after `timeout`."""
-        wait_until(lambda: len(self.events()) >= count, f"{count} browser events", timeout)
-        return self.events()
-
-    def close(self) -> None:
-        self._ws.close(timeout=5)
-        self._reader.join(timeout=10)
+        received = super().wait_for(count, timeout)
+        if len(received) < count:
+            raise AssertionError(f"{len(received)} of {count} browser events within {timeout}s")
+        return received
 
 
 @contextlib.contextmanager

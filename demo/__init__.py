@@ -1,0 +1,1 @@
+"""`make demo`: the emitter, the forwarder, Kafka and a browser, on this machine, in one command."""

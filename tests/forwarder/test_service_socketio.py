@@ -1,0 +1,240 @@
+"""The forwarder subprocess relaying to a real Flask-SocketIO server, alone and beside Kafka."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emitter import EventPublisher, EventPublisherFactory
+from emitter.openalgo import TOPICS, register
+from emitter.publisher import publisher_from_env
+from tests.emitter.test_openalgo import Bus, expected_browser, make_event
+from tests.support.broker import consume
+from tests.support.forwarder import ForwarderProcess, forwarder_env
+from tests.support.proxy import fault_proxy
+from tests.support.socketio_server import BROWSER_EVENTS, browser_client, relay_server
+
+pytestmark = pytest.mark.integration
+
+SECRET = "forwarder-relay-secret-0123456789abcdef"
+
+
+def start(forwarders, tmp_path, url: str, **settings: str) -> ForwarderProcess:
+    defaults = {
+        "ORDER_EVENT_MODE": "SOCKETIO",
+        "SOCKETIO_URL": url,
+        "SOCKETIO_RELAY_SECRET": SECRET,
+    }
+    env = forwarder_env(tmp_path, **(defaults | settings))
+    process = ForwarderProcess(env)
+    forwarders.append(process)
+    return process.start()
+
+
+@contextlib.contextmanager
+def publisher_for(process: ForwarderProcess) -> Iterator[EventPublisher]:
+    publisher = publisher_from_env({"FORWARDER_ENDPOINT": process.env["FORWARDER_ENDPOINT"]})
+    try:
+        yield publisher
+    finally:
+        publisher.close()
+
+
+def numbered(n: int) -> dict[str, Any]:
+    """An order event payload that says which one it is and when it was published."""
+    return {"symbol": "SBIN", "action": "BUY", "orderid": f"ORD{n}", "n": n, "sent": time.time()}
+
+
+def numbers(received: list[tuple[str, Any]]) -> list[int]:
+    return [payload["n"] for _, payload in received]
+
+
+class Paced:
+    """Publishes numbered order events at a steady rate on a thread, as trading goes on."""
+
+    def __init__(self, publisher: EventPublisher, first: int, count: int, rate: float) -> None:
+        self._publisher = publisher
+        self._range = range(first, first + count)
+        self._interval = 1 / rate
+        self.refused: list[int] = []
+        self.published = 0
+        self._thread = threading.Thread(target=self._run, name="paced-publisher")
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for k, n in enumerate(self._range):
+            time.sleep(max(0.0, started + k * self._interval - time.monotonic()))
+            if not self._publisher.emit("order_event", numbered(n), user_id="alice"):
+                self.refused.append(n)
+            self.published += 1
+
+    def __enter__(self) -> Paced:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._thread.join(120)
+
+    def wait_until_published(self, count: int) -> None:
+        while self.published < count and self._thread.is_alive():
+            time.sleep(0.01)
+
+
+class TestForwarderToBrowsers:
+    def test_every_event_reaches_the_browser_identical_and_in_order(self, tmp_path, forwarders):
+        """Event names and payloads exactly as published, in publishing order."""
+        with (
+            relay_server(SECRET, tmp_path / "server.log") as server,
+            browser_client(server.url) as browser,
+        ):
+            process = start(forwarders, tmp_path, server.url)
+            with publisher_for(process) as publisher:
+                for event, data, user in BROWSER_EVENTS:
+                    assert publisher.emit(event, data, user_id=user)
+                assert publisher.emit("order_event", {"kafka": "only"}, browser=False)
+                last = numbered(0)
+                assert publisher.emit("order_event", last, user_id="alice")
+            browser.wait_for(len(BROWSER_EVENTS) + 1)
+            time.sleep(0.2)
+            assert browser.events() == [
+                *((event, data) for event, data, _ in BROWSER_EVENTS),
+                ("order_event", last),
+            ]
+
+    def test_the_bridge_shows_the_browser_what_openalgo_shows_it_today(
+        self, tmp_path, forwarders, monkeypatch
+    ):
+        """Every bus topic in both modes: the same Socket.IO event or, for live failures, none."""
+        with (
+            relay_server(SECRET, tmp_path / "server.log") as server,
+            browser_client(server.url) as browser,
+        ):
+            process = start(forwarders, tmp_path, server.url)
+            monkeypatch.setenv("FORWARDER_ENDPOINT", process.env["FORWARDER_ENDPOINT"])
+            EventPublisherFactory.reset()
+            try:
+                bus = Bus()
+                register(bus)
+                expected = []
+                for mode in ("live", "analyze"):
+                    for topic in TOPICS:
+                        bus.publish(make_event(topic, mode))
+                        if (shown := expected_browser(topic, mode)) is not None:
+                            expected.append(shown)
+            finally:
+                EventPublisherFactory.reset()
+            assert len(expected) < 2 * len(TOPICS)
+            browser.wait_for(len(expected))
+            time.sleep(0.2)
+            assert browser.events() == expected
+
+    def test_a_wrong_secret_relays_nothing_and_both_sides_say_so_without_it(
+        self, tmp_path, forwarders
+    ):
+        wrong = "not-the-relay-secret-but-long-enough-0"
+        with (
+            relay_server(SECRET, tmp_path / "server.log") as server,
+            browser_client(server.url) as browser,
+        ):
+            process = start(forwarders, tmp_path, server.url, SOCKETIO_RELAY_SECRET=wrong)
+            with publisher_for(process) as publisher:
+                assert publisher.emit("order_event", numbered(0), user_id="alice")
+            refused = process.wait_for_log("relay_auth_refused", timeout=30)
+            assert refused["level"] == "warning"
+            process.wait_for_log("sink_retry", sink="socketio")
+            server_log = server.log_text()
+            time.sleep(0.5)
+            assert browser.events() == []
+        assert "relay connection refused" in server_log
+        for text in (process.output(), server_log):
+            assert wrong not in text
+            assert SECRET not in text
+
+    def test_a_server_restart_while_events_flow_loses_nothing_and_keeps_order(
+        self, tmp_path, forwarders
+    ):
+        """The batch in flight is sent again to the new server; the browser sees every event.
+
+        The forwarder reaches the app through a fault proxy that resets its connection, as the
+        dying server does, and keeps it out until the browser has reconnected: a browser that is
+        not connected misses events, with or without the forwarder.
+        """
+        total = 600
+        with (
+            relay_server(SECRET, tmp_path / "server.log") as server,
+            fault_proxy(server.port) as proxy,
+        ):
+            process = start(
+                forwarders, tmp_path, f"http://{proxy.address}", FORWARDER_BATCH_MAX="20"
+            )
+            with contextlib.ExitStack() as browsers:
+                before = browsers.enter_context(browser_client(server.url))
+                with publisher_for(process) as publisher, Paced(publisher, 0, total, 300) as paced:
+                    paced.wait_until_published(200)
+                    proxy.refuse()
+                    time.sleep(0.3)
+                    server.stop()
+                    server.start()
+                    after = browsers.enter_context(browser_client(server.url))
+                    paced.wait_until_published(400)
+                    proxy.heal()
+                assert paced.refused == []
+                first = numbers(before.events())
+                second = numbers(after.wait_for(total - 400, timeout=60))
+                after.wait_for(total - second[0], timeout=60)
+                second = numbers(after.events())
+        assert first == list(range(len(first)))
+        assert second == list(range(second[0], total))
+        assert 150 <= second[0] <= len(first), "a gap or a late start across the restart"
+        assert len(first) - second[0] <= 20, "more sent twice than one batch"
+        assert process.logs("sink_retry")
+
+    def test_with_kafka_unreachable_for_20_s_the_browser_is_not_delayed(
+        self, tmp_path, forwarders, proxied_broker, topic
+    ):
+        """Each sink has its own queue and retries: Kafka catches up afterwards, in order."""
+        broker, proxy = proxied_broker
+        total, rate = 1500, 60
+        with (
+            relay_server(SECRET, tmp_path / "server.log") as server,
+            browser_client(server.url) as browser,
+        ):
+            process = start(
+                forwarders,
+                tmp_path,
+                server.url,
+                ORDER_EVENT_MODE="SOCKETIO,KAFKA",
+                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+                KAFKA_ORDER_EVENTS_TOPIC=topic,
+                KAFKA_PRODUCER_REQUEST_TIMEOUT_MS="2000",
+            )
+            with publisher_for(process) as publisher, Paced(publisher, 0, total, rate) as paced:
+                paced.wait_until_published(rate * 2)
+                proxy.refuse()
+                outage_from = paced.published
+                time.sleep(20)
+                outage_to = paced.published
+                proxy.heal()
+            received = browser.wait_for(total)
+            arrived = browser.arrived_ns[:total]
+        assert numbers(received) == list(range(total))
+        delays = [arrived[n] / 1e9 - received[n][1]["sent"] for n in range(outage_from, outage_to)]
+        assert len(delays) >= 20 * rate * 0.8
+        assert max(delays) < 1.0, f"browser delayed while Kafka was away: {max(delays):.3f} s"
+        retries = [line for line in process.logs("sink_retry") if line["sink"] == "kafka"]
+        assert retries
+        assert all(line["sink"] != "socketio" for line in process.logs("sink_retry"))
+        records = consume(broker.bootstrap, topic, total, timeout=60)
+        order: dict[bytes, list[int]] = defaultdict(list)
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            n = json.loads(record.value)["data"]["n"]
+            if n not in order[record.key]:
+                order[record.key].append(n)
+        assert order == {b"alice": list(range(total))}
