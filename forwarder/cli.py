@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -14,9 +15,11 @@ from types import FrameType
 from dotenv import dotenv_values
 
 from emitter.config import ConfigError
-from forwarder import logs
+from forwarder import buffer, logs
+from forwarder.backlog import BUFFER_FILE
 from forwarder.control import ControlError, control_path, query, render_stats
 from forwarder.deadletter import DeadLetters
+from forwarder.deadletter_commands import add_dead_letter_arguments, run_dead_letters
 from forwarder.logview import add_logs_arguments, run_logs
 from forwarder.notify import Notifier
 from forwarder.service import Forwarder
@@ -43,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stats":
             path = control_path(settings.endpoint, settings.state_dir)
             return _print_stats(path, as_json=args.json)
+        if args.command == "dead-letters":
+            return run_dead_letters(args, settings)
         command: Callable[[Settings], int] = args.command
         return command(settings)
     except ConfigError as exc:
@@ -86,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_logs_arguments(logs_parser)
     logs_parser.set_defaults(command="logs")
+    letters = commands.add_parser(
+        "dead-letters", help="list, show, replay or purge what could not be delivered"
+    )
+    add_dead_letter_arguments(letters)
+    letters.set_defaults(command="dead-letters")
     return parser
 
 
@@ -134,11 +144,22 @@ def _check(settings: Settings) -> int:
     report.attempt(
         "endpoint", Source(settings.endpoint, socket_group=settings.socket_group).describe
     )
-    report.attempt("state directory", DeadLetters(settings.state_dir, Stats()).prepare)
+    report.attempt(
+        "state directory",
+        DeadLetters(settings.state_dir, Stats(), settings.dead_letter_max_bytes).prepare,
+    )
+    report.attempt("buffer", functools.partial(_describe_buffer, settings))
     for sink in build_sinks(settings):
         with sink:
             report.attempt(f"sink {sink.name}", sink.check)
     return EXIT_OK if report.all_ok else EXIT_FAILED
+
+
+def _describe_buffer(settings: Settings) -> str:
+    if settings.buffer == "memory":
+        return f"in memory, {settings.queue_max:,} events per sink, lost if the forwarder stops"
+    detail = buffer.describe(settings.state_dir / BUFFER_FILE, settings.buffer_max_bytes)
+    return f"{detail}; when full {settings.when_full}, fsync {settings.fsync}"
 
 
 class _Report:
@@ -165,7 +186,6 @@ def _describe(settings: Settings) -> str:
     parts = [
         f"modes {','.join(settings.modes)}",
         f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms",
-        f"queue {settings.queue_max} per sink",
         f"retry {settings.retry_base_ms}-{settings.retry_max_ms} ms",
     ]
     if settings.kafka is not None:

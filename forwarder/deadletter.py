@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -18,9 +21,10 @@ from emitter.config import ConfigError
 from forwarder.logs import Throttle
 from forwarder.stats import Stats
 
-__all__ = ["FILE_NAME", "DeadLetters", "frame_event_id", "utc_timestamp"]
+__all__ = ["FILE_NAME", "DeadLetters", "frame_event_id", "locked", "utc_timestamp"]
 
 FILE_NAME: Final = "dead-letters.jsonl"
+DEFAULT_MAX_BYTES: Final = 64 << 20
 
 log = structlog.get_logger("forwarder.deadletter")
 
@@ -45,9 +49,10 @@ def frame_event_id(frame: bytes) -> str | None:
 class DeadLetters:
     """Appends to FORWARDER_STATE_DIR/dead-letters.jsonl; a failed write is logged, never raised."""
 
-    def __init__(self, state_dir: Path, stats: Stats) -> None:
+    def __init__(self, state_dir: Path, stats: Stats, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.state_dir = state_dir
         self.path = state_dir / FILE_NAME
+        self.max_bytes = max_bytes
         self._stats = stats
         self._lock = threading.Lock()
         self._recorded_throttle = Throttle()
@@ -102,10 +107,39 @@ class DeadLetters:
             )
 
     def _append(self, data: bytes) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        with locked(self.path):
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(data) > self.max_bytes:
+                os.replace(self.path, rotated(self.path))
+                log.warning(
+                    "dead_letters_rotated",
+                    path=str(self.path),
+                    kept_as=str(rotated(self.path)),
+                    max_bytes=self.max_bytes,
+                )
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+
+
+def rotated(path: Path) -> Path:
+    """The previous generation of the file, kept once the current one reaches its cap."""
+    return path.with_name(path.name + ".1")
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Held while the file is appended to or rewritten, by the forwarder and by the commands."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

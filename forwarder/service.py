@@ -10,7 +10,8 @@ from typing import Final
 
 import structlog
 
-from emitter.contract import InvalidEnvelope, decode_envelope
+from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
+from forwarder.backlog import Store, open_store
 from forwarder.control import ControlServer, control_path
 from forwarder.deadletter import DeadLetters, frame_event_id
 from forwarder.metrics import BatchLatency, MetricsServer
@@ -50,26 +51,19 @@ class Forwarder:
         self._clock = clock or SystemClock()
         self.stats = Stats()
         self._notifier = notifier or Notifier(None)
-        self._dead_letters = DeadLetters(settings.state_dir, self.stats)
-        latency = BatchLatency()
-        self._workers = [
-            SinkWorker(
-                sink,
-                settings,
-                stats=self.stats,
-                dead_letters=self._dead_letters,
-                clock=self._clock,
-                latency=latency,
-            )
-            for sink in self._sinks
-        ]
+        self._dead_letters = DeadLetters(
+            settings.state_dir, self.stats, settings.dead_letter_max_bytes
+        )
+        self._latency = BatchLatency()
+        self._store: Store | None = None
+        self._workers: list[SinkWorker] = []
         self._control = ControlServer(
             control_path(settings.endpoint, settings.state_dir), self.stats.snapshot
         )
         self._metrics = (
             None
             if settings.metrics_addr is None
-            else MetricsServer(settings.metrics_addr, self.stats.snapshot, latency=latency)
+            else MetricsServer(settings.metrics_addr, self.stats.snapshot, latency=self._latency)
         )
         self._stop = threading.Event()
 
@@ -82,6 +76,8 @@ class Forwarder:
         started = False
         try:
             self._dead_letters.prepare()
+            self._store = open_store(self._settings, self._sinks, self.stats, self._dead_letters)
+            self._workers = [self._worker(sink, self._store) for sink in self._sinks]
             self._source.bind()
             self._control.start()
             if self._metrics is not None:
@@ -95,6 +91,8 @@ class Forwarder:
                 endpoint=self._source.endpoint,
                 modes=list(self._settings.modes),
                 sinks=[sink.name for sink in self._sinks],
+                buffer=self._settings.buffer,
+                held={worker.sink.name: worker.depth() for worker in self._workers},
                 pid=os.getpid(),
             )
             self._receive_until_stopped()
@@ -105,10 +103,23 @@ class Forwarder:
             if started:
                 self._drain_workers()
             self._close_sinks()
+            if self._store is not None:
+                self._store.close()
             self._control.close()
             if self._metrics is not None:
                 self._metrics.close()
             self._notifier.close()
+
+    def _worker(self, sink: Sink, store: Store) -> SinkWorker:
+        return SinkWorker(
+            sink,
+            store,
+            self._settings,
+            stats=self.stats,
+            dead_letters=self._dead_letters,
+            clock=self._clock,
+            latency=self._latency,
+        )
 
     def _receive_until_stopped(self) -> None:
         interval = self._settings.stats_interval_s
@@ -147,17 +158,19 @@ class Forwarder:
                 return
 
     def _dispatch(self, frames: list[bytes]) -> None:
+        valid: list[bytes] = []
+        envelopes: list[Envelope] = []
         for frame in frames:
             self.stats.received += 1
             try:
-                envelope = decode_envelope(frame)
+                envelopes.append(decode_envelope(frame))
             except InvalidEnvelope as exc:
                 self.stats.decode_failures += 1
                 self._dead_letters.record(frame, exc.reason, event_id=frame_event_id(frame))
                 continue
-            for worker in self._workers:
-                if worker.sink.wants(envelope):
-                    worker.offer(envelope)
+            valid.append(frame)
+        if self._store is not None:
+            self._store.put(valid, envelopes)
 
     def _drain_workers(self) -> None:
         deadline = self._clock.monotonic() + self._settings.shutdown_timeout_s

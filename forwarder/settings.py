@@ -22,8 +22,16 @@ SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOGGING_FORMATS: Final = ("auto", "json", "console")
 LOGGING_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+BUFFERS: Final = ("disk", "memory")
+WHEN_FULL: Final = ("drop_newest", "drop_oldest")
+FSYNC: Final = ("always", "batch", "off")
+MIN_BUFFER_BYTES: Final = 1 << 20
+MIN_DEAD_LETTER_BYTES: Final = 64 << 10
 
 LogFormat = Literal["auto", "json", "console"]
+BufferKind = Literal["disk", "memory"]
+WhenFull = Literal["drop_newest", "drop_oldest"]
+FsyncMode = Literal["always", "batch", "off"]
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -160,6 +168,11 @@ class Settings:
     batch_max: int = 500
     batch_linger_ms: int = 5
     queue_max: int = 100_000
+    buffer: BufferKind = "disk"
+    buffer_max_bytes: int = 256 << 20
+    when_full: WhenFull = "drop_newest"
+    fsync: FsyncMode = "batch"
+    dead_letter_max_bytes: int = 64 << 20
     retry_base_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: int = 10
@@ -194,6 +207,18 @@ class Settings:
             batch_max=env_int(env, "FORWARDER_BATCH_MAX", cls.batch_max, minimum=1),
             batch_linger_ms=env_int(env, "FORWARDER_BATCH_LINGER_MS", cls.batch_linger_ms),
             queue_max=env_int(env, "FORWARDER_QUEUE_MAX", cls.queue_max, minimum=1),
+            buffer=cast(BufferKind, _choice(env, "FORWARDER_BUFFER", cls.buffer, BUFFERS)),
+            buffer_max_bytes=env_int(
+                env, "FORWARDER_BUFFER_MAX_BYTES", cls.buffer_max_bytes, minimum=MIN_BUFFER_BYTES
+            ),
+            when_full=cast(WhenFull, _choice(env, "FORWARDER_WHEN_FULL", cls.when_full, WHEN_FULL)),
+            fsync=cast(FsyncMode, _choice(env, "FORWARDER_FSYNC", cls.fsync, FSYNC)),
+            dead_letter_max_bytes=env_int(
+                env,
+                "FORWARDER_DEAD_LETTER_MAX_BYTES",
+                cls.dead_letter_max_bytes,
+                minimum=MIN_DEAD_LETTER_BYTES,
+            ),
             retry_base_ms=retry_base_ms,
             retry_max_ms=retry_max_ms,
             shutdown_timeout_s=env_int(

@@ -52,6 +52,8 @@ class Stats:
     received: int = 0
     decode_failures: int = 0
     dead_letter_write_failures: int = 0
+    buffer_damaged: int = 0
+    """Buffer files set aside and stored rows dead-lettered because they no longer read."""
     sinks: dict[str, SinkCounters] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     loop_at: float = field(default_factory=time.monotonic)
@@ -80,5 +82,6 @@ class Stats:
             "received": self.received,
             "decode_failures": self.decode_failures,
             "dead_letter_write_failures": self.dead_letter_write_failures,
+            "buffer_damaged": self.buffer_damaged,
             "sinks": {name: counters.snapshot() for name, counters in self.sinks.items()},
         }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -11,10 +10,10 @@ from typing import Final
 import structlog
 
 from emitter.contract import Envelope, encode_envelope
+from forwarder.backlog import Held, Store
 from forwarder.batcher import Batcher
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
-from forwarder.logs import Throttle
 from forwarder.metrics import BatchLatency
 from forwarder.retry import Backoff, Clock, SystemClock
 from forwarder.settings import Settings
@@ -30,11 +29,12 @@ log = structlog.get_logger("forwarder.worker")
 
 
 class SinkWorker:
-    """Owns a sink's queue: batches it, delivers with retries in order, dead-letters refusals."""
+    """Owns a sink's backlog: batches it, delivers with retries in order, dead-letters refusals."""
 
     def __init__(
         self,
         sink: Sink,
+        store: Store,
         settings: Settings,
         *,
         stats: Stats,
@@ -44,10 +44,11 @@ class SinkWorker:
         latency: BatchLatency | None = None,
     ) -> None:
         self.sink = sink
-        self._queue: queue.Queue[Envelope] = queue.Queue(maxsize=settings.queue_max)
         self._clock = clock or SystemClock()
+        self.counters = stats.add_sink(sink.name, self.depth, self.oldest_age_s)
+        self._backlog = store.backlog(sink, self.counters)
         self._batcher = Batcher(
-            self._queue,
+            self._backlog,
             max_size=settings.batch_max,
             linger_s=settings.batch_linger_ms / 1000,
             clock=self._clock.monotonic,
@@ -55,41 +56,18 @@ class SinkWorker:
         self._backoff = backoff or Backoff(settings.retry_base_ms, settings.retry_max_ms)
         self._dead_letters = dead_letters
         self._latency = latency
-        self.counters = stats.add_sink(sink.name, self.depth, self.oldest_age_s)
         self._pending: Sequence[Envelope] = ()
         self._deadline: float | None = None
         self._wake = threading.Event()
-        self._dropped_throttle = Throttle()
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
 
-    def offer(self, envelope: Envelope) -> bool:
-        """Queue without blocking (called by the receiving thread); False when the queue is full."""
-        try:
-            self._queue.put_nowait(envelope)
-        except queue.Full:
-            self.counters.dropped += 1
-            if (held := self._dropped_throttle.ready()) is not None:
-                log.warning(
-                    "event_dropped",
-                    sink=self.sink.name,
-                    reason="queue_full",
-                    dropped=self.counters.dropped,
-                    suppressed=held,
-                )
-            return False
-        return True
-
     def depth(self) -> int:
-        """Events this sink has yet to take: queued plus the batch being delivered."""
-        return self._queue.qsize() + len(self._pending)
+        """Events this sink has yet to finish, the batch being delivered included."""
+        return self._backlog.depth()
 
     def oldest_age_s(self) -> float | None:
-        """Seconds since the oldest event this sink still holds was emitted."""
-        held = self._pending or self._queue.queue
-        try:
-            return max(0.0, (time.time_ns() - held[0].ts) / 1e9)
-        except IndexError:
-            return None
+        """Seconds the oldest event this sink has yet to finish has waited."""
+        return self._backlog.oldest_age_s()
 
     def start(self) -> None:
         """Start delivering in the background."""
@@ -107,17 +85,23 @@ class SinkWorker:
 
     def _run(self) -> None:
         while not self._out_of_time():
-            batch = self._batcher.next_batch(_IDLE_WAIT_S)
+            batch = self._batcher.next_batch(0 if self._deadline is not None else _IDLE_WAIT_S)
             if batch:
-                self.deliver(batch)
+                self._finish(batch)
             elif self._deadline is not None:
                 return
+
+    def _finish(self, batch: Sequence[Held]) -> None:
+        """Deliver a batch and release it from the backlog, unless time ran out with some left."""
+        if self.deliver([held.envelope for held in batch]):
+            self._backlog.done(batch)
 
     def _out_of_time(self) -> bool:
         return self._deadline is not None and self._clock.monotonic() >= self._deadline
 
-    def deliver(self, batch: Sequence[Envelope]) -> None:
-        """Deliver until every event is acknowledged or dead-lettered, or the drain deadline passes.
+    def deliver(self, batch: Sequence[Envelope]) -> bool:
+        """Deliver until every event is acknowledged or dead-lettered (True), or the drain deadline
+        passes (False).
 
         Events that failed retriably are sent again in their original order before anything newer
         is taken, so a sink never sees events reordered by a retry.
@@ -140,12 +124,12 @@ class SinkWorker:
             self._pending = [envelope for envelope, _ in retry]
             if not retry:
                 self.counters.retrying_since = None
-                return
+                return True
             if self.counters.retrying_since is None:
                 self.counters.retrying_since = time.monotonic()
             self.counters.last_error = str(retry[0][1])
             if self._out_of_time():
-                return
+                return False
             self._back_off(attempt, retry[0][1])
 
     def _attempt(self, batch: Sequence[Envelope]) -> dict[int, SinkError]:

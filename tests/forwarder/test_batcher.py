@@ -1,54 +1,95 @@
-"""Batching: size cap, linger after the first item, and full batches from a backlog."""
+"""Batching, from memory and from disk alike: size cap, linger, and full batches from a backlog."""
 
 from __future__ import annotations
 
 import itertools
-import queue
 import threading
+from collections.abc import Iterator
+from dataclasses import replace
 
+import pytest
+
+from emitter.contract import encode_envelope
+from forwarder.backlog import Backlog, Store, open_store
 from forwarder.batcher import Batcher
+from forwarder.deadletter import DeadLetters
+from forwarder.settings import Settings
+from forwarder.sinks.memory import MemorySink
+from forwarder.stats import Stats
+from tests.support.forwarder import envelope
 
 
-def filled(items: range) -> queue.Queue[int]:
-    source: queue.Queue[int] = queue.Queue()
-    for item in items:
-        source.put(item)
-    return source
+@pytest.fixture(params=["disk", "memory"])
+def store(request, tmp_path) -> Iterator[Store]:
+    stats = Stats()
+    settings = replace(Settings(), state_dir=tmp_path, buffer=request.param)
+    opened = open_store(settings, [MemorySink()], stats, DeadLetters(tmp_path, stats))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def backlog(store) -> Backlog:
+    return store.backlog(MemorySink(), Stats().add_sink("memory", lambda: 0))
+
+
+def put(store: Store, numbers: range) -> None:
+    envelopes = [envelope(n) for n in numbers]
+    store.put([encode_envelope(e) for e in envelopes], envelopes)
+
+
+def numbers_of(batch) -> list[int]:
+    return [int(held.envelope.id.removeprefix("ev-")) for held in batch]
 
 
 class TestBatcher:
-    def test_nothing_queued_gives_an_empty_batch(self):
+    def test_nothing_waiting_gives_an_empty_batch(self, backlog):
         """An idle worker gets [] back after the wait, so it can look at its stop request."""
-        assert Batcher(queue.Queue[int](), max_size=10, linger_s=0).next_batch(0.01) == []
+        assert Batcher(backlog, max_size=10, linger_s=0).next_batch(0.01) == []
 
-    def test_a_batch_holds_at_most_max_size_and_keeps_the_rest(self):
+    def test_a_batch_holds_at_most_max_size_and_keeps_the_rest(self, store, backlog):
         """The cap splits a backlog; the remainder comes next, in order."""
-        batcher = Batcher(filled(range(25)), max_size=10, linger_s=0)
-        assert [batcher.next_batch(0.01) for _ in range(4)] == [
+        put(store, range(25))
+        taking = Batcher(backlog, max_size=10, linger_s=0)
+        assert [numbers_of(taking.next_batch(0.01)) for _ in range(4)] == [
             list(range(10)),
             list(range(10, 20)),
             list(range(20, 25)),
             [],
         ]
 
-    def test_a_backlog_drains_in_full_batches_even_with_no_linger(self):
-        """Queued items are taken without waiting, so linger 0 does not mean batches of one."""
-        batcher = Batcher(filled(range(500)), max_size=500, linger_s=0)
-        assert batcher.next_batch(0.01) == list(range(500))
+    def test_a_backlog_drains_in_full_batches_even_with_no_linger(self, store, backlog):
+        """Waiting events are taken without waiting, so linger 0 does not mean batches of one."""
+        put(store, range(500))
+        assert numbers_of(Batcher(backlog, max_size=500, linger_s=0).next_batch(0.01)) == list(
+            range(500)
+        )
 
-    def test_an_item_arriving_within_the_linger_joins_the_batch(self):
-        """The batcher waits after the first item for more, up to the linger."""
-        source = filled(range(1))
-        late = threading.Timer(0.1, source.put, args=(1,))
+    def test_an_event_arriving_within_the_linger_joins_the_batch(self, store, backlog):
+        """The batcher waits after the first event for more, up to the linger."""
+        put(store, range(1))
+        late = threading.Timer(0.1, put, args=(store, range(1, 2)))
         late.start()
         try:
-            batch = Batcher(source, max_size=2, linger_s=60).next_batch(5)
+            batch = Batcher(backlog, max_size=2, linger_s=60).next_batch(5)
         finally:
             late.cancel()
-        assert batch == [0, 1]
+        assert numbers_of(batch) == [0, 1]
 
-    def test_the_linger_is_measured_on_the_injected_clock(self):
+    def test_an_idle_wait_ends_as_soon_as_an_event_arrives(self, store, backlog):
+        """A worker waiting for work is woken by the receiving thread, not by a poll interval."""
+        late = threading.Timer(0.05, put, args=(store, range(1)))
+        late.start()
+        try:
+            assert numbers_of(Batcher(backlog, max_size=1, linger_s=0).next_batch(30)) == [0]
+        finally:
+            late.cancel()
+
+    def test_the_linger_is_measured_on_the_injected_clock(self, store, backlog):
         """Once the clock passes the linger the batch goes, however long the linger was."""
+        put(store, range(1))
         ticks = itertools.count(step=100)
-        batcher = Batcher(filled(range(1)), max_size=10, linger_s=50, clock=lambda: next(ticks))
-        assert batcher.next_batch(0.01) == [0]
+        taking = Batcher(backlog, clock=lambda: next(ticks), max_size=10, linger_s=50)
+        assert numbers_of(taking.next_batch(0.01)) == [0]

@@ -68,7 +68,7 @@ class TestDiskBuffer:
     def test_drop_newest_refuses_what_does_not_fit(self, path: Path):
         """When full, new events are counted as dropped and the stored ones kept."""
         buffer = DiskBuffer(path, ["kafka"], max_bytes=100, when_full="drop_newest")
-        assert buffer.append(frames(0, 8)) == 5
+        assert buffer.append(frames(0, 8)).lost == {"kafka": 3}
         assert buffer.dropped_newest == 3
         assert [e.frame for e in buffer.reader("kafka").read(10)] == frames(0, 5)
         buffer.close()
@@ -77,15 +77,57 @@ class TestDiskBuffer:
         """When full, the oldest events give way and are counted."""
         buffer = DiskBuffer(path, ["kafka"], max_bytes=100, when_full="drop_oldest")
         buffer.append(frames(0, 5))
-        buffer.append(frames(5, 2))
+        assert buffer.append(frames(5, 2)).lost == {"kafka": 2}
         assert buffer.dropped_oldest == 2
         assert [e.frame for e in buffer.reader("kafka").read(10)] == frames(2, 5)
         assert buffer.size_bytes <= 100
         buffer.close()
 
-    @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-    def test_damaged_file_is_set_aside(self, path: Path, damage: str):
-        """A corrupted or torn file does not stop the start: it is moved aside and reported."""
+    def test_drop_oldest_keeps_the_newest_of_one_oversized_append(self, path: Path):
+        buffer = DiskBuffer(path, ["kafka"], max_bytes=100, when_full="drop_oldest")
+        assert buffer.append(frames(0, 8)).lost == {"kafka": 3}
+        assert [e.frame for e in buffer.reader("kafka").read(10)] == frames(3, 5)
+        buffer.close()
+
+    def test_drop_oldest_counts_only_what_each_sink_had_not_finished(self, path: Path):
+        """A sink that already delivered the oldest events loses nothing when they give way."""
+        buffer = DiskBuffer(path, ["kafka", "socketio"], max_bytes=100, when_full="drop_oldest")
+        buffer.append(frames(0, 5))
+        fast = buffer.reader("socketio")
+        fast.ack(fast.read(10)[-1].seq)
+        assert buffer.append(frames(5, 2)).lost == {"kafka": 2, "socketio": 0}
+        assert [e.frame for e in fast.read(10)] == frames(5, 2)
+        buffer.close()
+
+    def test_positions_never_go_back_once_the_buffer_emptied(self, path: Path):
+        """Events stored after a full drain are read, after a restart too: positions only grow."""
+        buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
+        buffer.append(frames(0, 3))
+        reader = buffer.reader("kafka")
+        reader.ack(reader.read(10)[-1].seq)
+        assert buffer.size_bytes == 0
+        buffer.close()
+        reopened = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
+        reopened.append(frames(3, 2))
+        assert [e.frame for e in reopened.reader("kafka").read(10)] == frames(3, 2)
+        reopened.close()
+
+    def test_backlog_counts_and_dates_what_a_sink_has_not_finished(self, path: Path):
+        now = [1000.0]
+        buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 20, clock=lambda: now[0])
+        assert buffer.backlog("kafka") == (0, None)
+        buffer.append(frames(0, 4))
+        now[0] = 1005.0
+        buffer.append(frames(4, 3))
+        reader = buffer.reader("kafka")
+        reader.ack(reader.read(4)[-1].seq)
+        assert buffer.backlog("kafka") == (3, 1005.0)
+        buffer.close()
+
+    @pytest.mark.parametrize("damage", ["garbage", "truncated", "torn page"])
+    def test_damaged_file_is_set_aside_and_what_still_reads_is_kept(self, path: Path, damage: str):
+        """A corrupted or torn file does not stop the start: it is moved aside and reported, and
+        the events before the damage are delivered (SQLite cannot read past a cut file)."""
         buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
         buffer.append(frames(0, 2000, size=200))
         buffer.close()
@@ -94,16 +136,24 @@ class TestDiskBuffer:
         size = path.stat().st_size
         with path.open("r+b") as f:
             if damage == "garbage":
-                f.seek(0)
                 f.write(os.urandom(4096))
-            else:
+            elif damage == "truncated":
                 f.truncate(size // 3)
-        reports: list[tuple[Path, str]] = []
+            else:
+                f.seek(size * 2 // 3 // 4096 * 4096)
+                f.write(os.urandom(4096))
+        reports: list[tuple[Path, str, int]] = []
         reopened = DiskBuffer(
-            path, ["kafka"], max_bytes=1 << 20, on_corrupt=lambda p, r: reports.append((p, r))
+            path, ["kafka"], max_bytes=1 << 20, on_corrupt=lambda *report: reports.append(report)
         )
-        assert len(reports) == 1
-        assert reports[0][0].exists()
-        reopened.append(frames(0, 1))
-        assert len(reopened.reader("kafka").read(10)) == 1
+        [(aside, reason, salvaged)] = reports
+        assert aside.exists()
+        assert reason
+        stored = [e.frame for e in reopened.reader("kafka").read(5000)]
+        assert len(stored) == salvaged
+        assert stored == frames(0, salvaged, size=200)
+        if damage == "torn page":
+            assert 0 < salvaged < 2000
+        reopened.append(frames(2000, 1, size=200))
+        assert reopened.reader("kafka").read(5000)[-1].frame == frames(2000, 1, size=200)[0]
         reopened.close()

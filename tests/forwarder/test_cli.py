@@ -6,11 +6,13 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from forwarder.buffer import DiskBuffer
 from tests.support.broker import free_port
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli, running_forwarders
+from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
 
 pytestmark = pytest.mark.integration  # every test here starts the forwarder as a subprocess
 
@@ -21,12 +23,6 @@ SASL_PASSWORD = "sasl-password-9876543210"
 @pytest.fixture
 def env(tmp_path):
     return forwarder_env(tmp_path, ORDER_EVENT_MODE="KAFKA")
-
-
-@pytest.fixture
-def forwarders():
-    with running_forwarders() as started:
-        yield started
 
 
 def assert_one_config_error(result, *fragments: str) -> None:
@@ -126,9 +122,31 @@ class TestCheck:
             ["ok", "configuration"],
             ["ok", "endpoint"],
             ["ok", "state directory"],
+            ["ok", "buffer"],
             ["ok", "sink kafka"],
         ]
-        assert kafka_bootstrap in lines[3]
+        assert "buffer.sqlite (created at start), up to 268,435,456 bytes" in lines[3]
+        assert kafka_bootstrap in lines[4]
+
+    def test_check_reports_what_the_buffer_holds_and_a_damaged_one(self, env, tmp_path):
+        """Read-only: a held backlog is counted, a damaged file named without touching it."""
+        state = Path(env["FORWARDER_STATE_DIR"])
+        state.mkdir(parents=True)
+        stored = DiskBuffer(state / "buffer.sqlite", ["kafka"], max_bytes=1 << 20)
+        stored.append([b"x" * 100] * 3)
+        stored.close()
+        [line] = [
+            line for line in run_cli("check", env=env).stdout.splitlines() if " buffer:" in line
+        ]
+        assert line.startswith("ok")
+        assert "3 events held, 300 of 268,435,456 bytes" in line
+        (state / "buffer.sqlite").write_bytes(b"not a database at all" * 100)
+        result = run_cli("check", env=env)
+        [line] = [line for line in result.stdout.splitlines() if " buffer:" in line]
+        assert line.startswith("FAILED")
+        assert "will be set aside at start" in line
+        assert result.returncode == 1
+        assert (state / "buffer.sqlite").read_bytes().startswith(b"not a database")
 
     def test_an_unreachable_broker_fails_the_check_with_the_reason(self, env):
         """Status 1 and a FAILED line for the sink; the other checks still report."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from emitter.contract import encode_envelope
+from forwarder.backlog import BUFFER_FILE
+from forwarder.buffer import Appended, DiskBuffer
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
@@ -154,11 +157,11 @@ class TestForwarder:
             browser.wait_for(20, timeout=30)
         assert ids(browser.delivered) == [f"ev-{n:06d}" for n in range(30) if n % 3 != 0]
 
-    def test_a_full_queue_drops_newest_and_counts_them(self, settings):
+    def test_a_full_memory_queue_drops_newest_and_counts_them(self, settings):
         """While a sink hangs its queue fills; later events are dropped and counted."""
         sink = MemorySink()
         sink.pause()
-        small = replace(settings, queue_max=5, batch_max=1)
+        small = replace(settings, buffer="memory", queue_max=5, batch_max=1)
         with running(small, [sink]) as forwarder:
             push_frames(settings.endpoint, frames(range(50)))
             wait_until(lambda: forwarder.stats.received == 50)
@@ -167,6 +170,82 @@ class TestForwarder:
             wait_until(lambda: counters.delivered + counters.dropped == 50)
         assert counters.dropped >= 50 - 5 - 2
         assert ids(sink.delivered) == sorted(ids(sink.delivered))
+
+    @pytest.mark.parametrize("when_full", ["drop_newest", "drop_oldest"])
+    def test_a_full_disk_buffer_applies_its_policy_counts_and_recovers(self, settings, when_full):
+        """Room for ten events: the policy says which go, each is counted, and flow resumes."""
+        sink = MemorySink()
+        sink.pause()
+        room = 10 * len(frames(range(1))[0])
+        full = replace(settings, buffer_max_bytes=room, when_full=when_full, batch_max=1)
+        with capture_logs() as logs, running(full, [sink]) as forwarder:
+            push_frames(settings.endpoint, frames(range(50)))
+            wait_until(lambda: forwarder.stats.received == 50)
+            sink.resume()
+            counters = forwarder.stats.sinks["memory"]
+            wait_until(lambda: counters.delivered + counters.dropped == 50)
+            push_frames(settings.endpoint, frames(range(50, 55)))
+            wait_until(lambda: counters.delivered + counters.dropped == 55)
+        delivered = [int(i.removeprefix("ev-")) for i in ids(sink.delivered)]
+        assert delivered == sorted(delivered)
+        assert delivered[-5:] == list(range(50, 55))
+        assert 50 - 10 - 1 <= counters.dropped <= 50 - 10 + 1
+        if when_full == "drop_newest":
+            assert delivered[:-5] == list(range(len(delivered) - 5))
+        else:
+            assert 49 in delivered
+        [warning, *_] = [line for line in logs if line["event"] == "event_dropped"]
+        assert (warning["reason"], warning["sink"]) == ("buffer_full", "memory")
+
+    def test_a_disk_that_refuses_writes_keeps_events_in_memory_until_it_takes_them(
+        self, settings, monkeypatch
+    ):
+        """Disk full: nothing is lost while it lasts (up to the memory limit), order is kept."""
+        refusing = threading.Event()
+        refusing.set()
+        append = DiskBuffer.append
+
+        def full_disk(buffer: DiskBuffer, frames: Sequence[bytes]) -> Appended:
+            if refusing.is_set():
+                raise sqlite3.OperationalError("database or disk is full")
+            return append(buffer, frames)
+
+        monkeypatch.setattr(DiskBuffer, "append", full_disk)
+        sink = MemorySink()
+        with capture_logs() as logs, running(replace(settings, queue_max=30), [sink]) as forwarder:
+            push_frames(settings.endpoint, frames(range(40)))
+            wait_until(lambda: forwarder.stats.received == 40)
+            assert sink.delivered == []
+            refusing.clear()
+            sink.wait_for(30, timeout=30)
+        assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(10, 40)]
+        assert forwarder.stats.sinks["memory"].dropped == 10
+        failed = [line for line in logs if line["event"] == "buffer_write_failed"]
+        assert failed[0]["error"] == "database or disk is full"
+        dropped = [line for line in logs if line["event"] == "event_dropped"]
+        assert dropped[0]["reason"] == "buffer_write_failed"
+
+    def test_at_start_what_the_buffer_holds_goes_first_and_a_bad_row_is_dead_lettered(
+        self, settings
+    ):
+        """Events left by the previous run, in order, then new ones; a row that no longer decodes
+        is set aside instead of stopping the start or looping on it."""
+        settings.state_dir.mkdir(parents=True)
+        left = DiskBuffer(settings.state_dir / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
+        left.append([*frames(range(5)), b"\xc1 not an event", *frames(range(5, 10))])
+        left.close()
+        sink = MemorySink()
+        with capture_logs() as logs, running(settings, [sink]) as forwarder:
+            push_frames(settings.endpoint, frames(range(10, 20)))
+            sink.wait_for(20, timeout=30)
+        assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(20)]
+        assert forwarder.stats.buffer_damaged == 1
+        [started] = [line for line in logs if line["event"] == "forwarder_started"]
+        assert started["held"] == {"memory": 11}
+        dead = (settings.state_dir / "dead-letters.jsonl").read_text().splitlines()
+        [letter] = [json.loads(line) for line in dead]
+        assert letter["reason"].startswith("unreadable in the buffer")
+        assert base64.b64decode(letter["raw"]) == b"\xc1 not an event"
 
     def test_stop_delivers_what_is_held_before_returning(self, settings):
         """Events queued at stop() are delivered, retries included, within the timeout."""

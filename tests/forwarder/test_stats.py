@@ -29,6 +29,7 @@ class TestStats:
             "received": 10,
             "decode_failures": 1,
             "dead_letter_write_failures": 0,
+            "buffer_damaged": 0,
             "sinks": {
                 "kafka": {
                     "delivered": 6,

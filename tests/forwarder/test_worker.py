@@ -10,7 +10,8 @@ import threading
 import pytest
 from structlog.testing import capture_logs
 
-from emitter.contract import decode_envelope
+from emitter.contract import decode_envelope, encode_envelope
+from forwarder.backlog import Store, open_store
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError
 from forwarder.retry import Backoff
@@ -53,19 +54,51 @@ def dead_letters(tmp_path, stats):
     return letters
 
 
+@pytest.fixture(params=["memory"])
+def buffer(request) -> str:
+    """Where the worker's events wait; tests of the thread run on both kinds."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_worker(clock, stats, dead_letters):
+def stores() -> list[Store]:
+    return []
+
+
+@pytest.fixture
+def feed(stores):
+    """What the receiving thread does with decoded events, on the last worker's store."""
+
+    def put(numbers: range) -> None:
+        envelopes = [envelope(n) for n in numbers]
+        stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
+
+    return put
+
+
+@pytest.fixture
+def make_worker(clock, stats, dead_letters, tmp_path, buffer, stores):  # noqa: PLR0917
     def make(sink: MemorySink, **settings: int) -> SinkWorker:
+        chosen = Settings(
+            **{"retry_base_ms": 100, "retry_max_ms": 1000, **settings},
+            state_dir=tmp_path,
+            buffer=buffer,
+        )
+        store = open_store(chosen, [sink], stats, dead_letters)
+        stores.append(store)
         return SinkWorker(
             sink,
-            Settings(**{"retry_base_ms": 100, "retry_max_ms": 1000, **settings}),
+            store,
+            chosen,
             stats=stats,
             dead_letters=dead_letters,
             clock=clock,
             backoff=Backoff(100, 1000, rng=random.Random(3)),
         )
 
-    return make
+    yield make
+    for store in stores:
+        store.close()
 
 
 def ids(envelopes) -> list[str]:
@@ -181,36 +214,19 @@ class TestDeliver:
         sink.fail_next(10_000)
         worker = make_worker(sink)
         worker.drain(clock.now + 2.0)
-        worker.deliver([envelope(n) for n in range(7)])
+        assert worker.deliver([envelope(n) for n in range(7)]) is False
         assert sink.delivered == []
         assert clock.now == pytest.approx(1002.0)
-        assert worker.depth() == 7
 
 
-class TestOffer:
-    def test_a_full_queue_drops_counts_and_warns(self, make_worker):
-        """The receiving thread never waits for a sink; it drops and says so."""
-        worker = make_worker(MemorySink(), queue_max=2)
-        with capture_logs() as logs:
-            accepted = [worker.offer(envelope(n)) for n in range(5)]
-        assert accepted == [True, True, False, False, False]
-        assert (worker.counters.dropped, worker.depth()) == (3, 2)
-        [warning] = logs
-        assert (warning["event"], warning["reason"], warning["sink"]) == (
-            "event_dropped",
-            "queue_full",
-            "memory",
-        )
-
-
+@pytest.mark.parametrize("buffer", ["disk", "memory"], indirect=True)
 class TestThread:
-    def test_the_thread_delivers_the_queue_in_batches_and_in_order(self, make_worker, clock):
+    def test_the_thread_delivers_the_queue_in_batches_and_in_order(self, make_worker, feed, clock):
         """Retried events go out before the next batch is taken from the queue."""
         sink = MemorySink()
         sink.fail_ids(["ev-000001", "ev-000003"])
         worker = make_worker(sink, batch_max=5, batch_linger_ms=0)
-        for n in range(10):
-            worker.offer(envelope(n))
+        feed(range(10))
         worker.start()
         sink.wait_for(10, timeout=30)
         worker.drain(clock.now + 10)
@@ -218,13 +234,12 @@ class TestThread:
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in (0, 2, 4, 1, 3, 5, 6, 7, 8, 9)]
         assert sink.batches[0] == [f"ev-{n:06d}" for n in range(5)]
 
-    def test_drain_delivers_what_is_queued_then_ends(self, make_worker, clock):
+    def test_drain_delivers_what_is_queued_then_ends(self, make_worker, feed, clock):
         """A drained worker finishes its queue before it stops, within the deadline."""
         sink = MemorySink()
         worker = make_worker(sink, batch_max=3)
         worker.start()
-        for n in range(20):
-            worker.offer(envelope(n))
+        feed(range(20))
         worker.drain(clock.now + 10)
         assert worker.join(30)
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(20)]

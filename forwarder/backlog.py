@@ -1,0 +1,352 @@
+"""Where events wait for each sink until it acknowledges them: on disk (default) or in memory.
+
+The receiving thread `put`s what it decoded; each sink's worker `take`s from its own backlog and
+calls `done` once a batch is delivered or dead-lettered. On disk, an event is stored before any
+sink sees it and stays stored until every sink is done with it, so an outage or a restart loses
+nothing the forwarder received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+import structlog
+
+from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
+from forwarder.buffer import BufferReader, DiskBuffer
+from forwarder.deadletter import DeadLetters
+from forwarder.logs import Throttle
+from forwarder.settings import Settings
+from forwarder.sinks.base import Sink
+from forwarder.stats import SinkCounters, Stats
+
+__all__ = ["BUFFER_FILE", "Backlog", "DiskStore", "Held", "MemoryStore", "Store", "open_store"]
+
+BUFFER_FILE: Final = "buffer.sqlite"
+_RECENT_MAX: Final = 20_000
+"""Events a sink may be behind and still be served from memory, decoded once."""
+
+log = structlog.get_logger("forwarder.backlog")
+
+
+@dataclass(slots=True)
+class Held:
+    """An event handed to a sink, and how far its acknowledgement moves that sink's position."""
+
+    envelope: Envelope
+    upto: int = 0
+
+
+class Backlog(Protocol):
+    """One sink's waiting events, oldest first."""
+
+    def take(self, limit: int, wait_s: float) -> list[Held]:
+        """Up to `limit` events; waits at most `wait_s` for the first one."""
+        ...
+
+    def done(self, batch: Sequence[Held]) -> None:
+        """The sink finished these (delivered or dead-lettered): never hand them out again."""
+        ...
+
+    def depth(self) -> int:
+        """Events this sink has not finished yet."""
+        ...
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds the oldest unfinished event has waited."""
+        ...
+
+
+class Store(Protocol):
+    """What the receiving thread writes to and each worker reads from."""
+
+    def put(self, frames: Sequence[bytes], envelopes: Sequence[Envelope]) -> None:
+        """Keep valid events (each frame with its decoded envelope); never blocks for long."""
+        ...
+
+    def backlog(self, sink: Sink, counters: SinkCounters) -> Backlog: ...
+
+    def close(self) -> None: ...
+
+
+class _Dropped:
+    """Counts drops on a sink and says so in the log, at most once per throttle interval."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+        self._throttle = Throttle()
+
+    def add(self, sink: str, counters: SinkCounters, count: int) -> None:
+        counters.dropped += count
+        if (held := self._throttle.ready()) is not None:
+            log.warning(
+                "event_dropped",
+                sink=sink,
+                reason=self._reason,
+                dropped=counters.dropped,
+                suppressed=held,
+            )
+
+
+class MemoryStore:
+    """A bounded queue per sink (FORWARDER_QUEUE_MAX events): fast, and lost with the process."""
+
+    def __init__(self, queue_max: int) -> None:
+        self._queue_max = queue_max
+        self._backlogs: list[_MemoryBacklog] = []
+
+    def put(self, frames: Sequence[bytes], envelopes: Sequence[Envelope]) -> None:
+        for backlog in self._backlogs:
+            backlog.offer(envelopes)
+
+    def backlog(self, sink: Sink, counters: SinkCounters) -> Backlog:
+        backlog = _MemoryBacklog(sink, counters, self._queue_max)
+        self._backlogs.append(backlog)
+        return backlog
+
+    def close(self) -> None:
+        """Nothing to keep: what is left in memory is reported as undelivered by the workers."""
+
+
+class _MemoryBacklog:
+    def __init__(self, sink: Sink, counters: SinkCounters, queue_max: int) -> None:
+        self._sink = sink
+        self._counters = counters
+        self._queue: queue.Queue[Envelope] = queue.Queue(maxsize=queue_max)
+        self._taken: list[Envelope] = []
+        self._dropped = _Dropped("queue_full")
+
+    def offer(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            if not self._sink.wants(envelope):
+                continue
+            try:
+                self._queue.put_nowait(envelope)
+            except queue.Full:
+                self._dropped.add(self._sink.name, self._counters, 1)
+
+    def take(self, limit: int, wait_s: float) -> list[Held]:
+        taken: list[Envelope] = []
+        try:
+            taken.append(
+                self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait()
+            )
+            while len(taken) < limit:
+                taken.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        self._taken.extend(taken)
+        return [Held(envelope) for envelope in taken]
+
+    def done(self, batch: Sequence[Held]) -> None:
+        del self._taken[: len(batch)]
+
+    def depth(self) -> int:
+        return self._queue.qsize() + len(self._taken)
+
+    def oldest_age_s(self) -> float | None:
+        held = self._taken or self._queue.queue
+        try:
+            return max(0.0, (time.time_ns() - held[0].ts) / 1e9)
+        except IndexError:
+            return None
+
+
+class DiskStore:
+    """One SQLite buffer shared by all sinks, each reading at its own position."""
+
+    def __init__(
+        self, settings: Settings, sinks: Sequence[Sink], stats: Stats, dead_letters: DeadLetters
+    ) -> None:
+        self._stats = stats
+        self._dead_letters = dead_letters
+        self.buffer = DiskBuffer(
+            settings.state_dir / BUFFER_FILE,
+            [sink.name for sink in sinks],
+            max_bytes=settings.buffer_max_bytes,
+            when_full=settings.when_full,
+            fsync=settings.fsync,
+            on_corrupt=self._file_damaged,
+        )
+        self._arrived = threading.Condition()
+        self.generation = 0
+        self._backlogs: list[_DiskBacklog] = []
+        self._full = _Dropped("buffer_full")
+        self._failed = _Dropped("buffer_write_failed")
+        self._write_throttle = Throttle()
+        self._waiting: list[tuple[bytes, Envelope]] = []
+        self._queue_max = settings.queue_max
+
+    def put(self, frames: Sequence[bytes], envelopes: Sequence[Envelope]) -> None:
+        """Store, oldest first, what waits from earlier failed writes and then `frames`.
+
+        A failed write (disk full, I/O error) keeps the events in memory, up to FORWARDER_QUEUE_MAX,
+        and the next call tries again, so a disk that fills up and frees again loses nothing.
+        """
+        self._waiting.extend(zip(frames, envelopes, strict=True))
+        if not self._waiting:
+            return
+        try:
+            appended = self.buffer.append([frame for frame, _ in self._waiting])
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            return
+        kept = [envelope for _, envelope in self._waiting][
+            appended.start : appended.start + appended.count
+        ]
+        self._waiting = []
+        for backlog in self._backlogs:
+            if count := appended.lost.get(backlog.sink.name):
+                self._full.add(backlog.sink.name, backlog.counters, count)
+                backlog.forget()
+            backlog.remember(appended.first_seq, kept)
+        with self._arrived:
+            self.generation += 1
+            self._arrived.notify_all()
+
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        overflow = len(self._waiting) - self._queue_max
+        if overflow > 0:
+            del self._waiting[:overflow]
+            for backlog in self._backlogs:
+                self._failed.add(backlog.sink.name, backlog.counters, overflow)
+        if (held := self._write_throttle.ready()) is not None:
+            log.error(
+                "buffer_write_failed",
+                error=str(exc),
+                waiting_in_memory=len(self._waiting),
+                suppressed=held,
+            )
+
+    def backlog(self, sink: Sink, counters: SinkCounters) -> Backlog:
+        backlog = _DiskBacklog(self, sink, counters, self.buffer.reader(sink.name))
+        self._backlogs.append(backlog)
+        return backlog
+
+    def wait_for_more(self, seen: int, timeout: float) -> None:
+        with self._arrived:
+            self._arrived.wait_for(lambda: self.generation != seen, timeout)
+
+    def row_damaged(self, frame: bytes, reason: str) -> None:
+        """A stored row that no longer decodes: kept as a dead letter, the rest delivered."""
+        self._stats.buffer_damaged += 1
+        self._dead_letters.record(frame, reason)
+
+    def _file_damaged(self, aside: Path, reason: str, salvaged: int) -> None:
+        self._stats.buffer_damaged += 1
+        log.error("buffer_damaged", moved_to=str(aside), reason=reason, salvaged=salvaged)
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+class _DiskBacklog:
+    """Reads in order from the buffer, or from the events just stored while it keeps up.
+
+    In the steady state a sink takes events moments after they were stored: they are handed out
+    from `_recent` (what this process stored, decoded once) without reading SQLite back. After a
+    restart, or once a sink fell further behind than _RECENT_MAX, it reads the file.
+    """
+
+    def __init__(
+        self, store: DiskStore, sink: Sink, counters: SinkCounters, reader: BufferReader
+    ) -> None:
+        self._store = store
+        self.sink = sink
+        self.counters = counters
+        self._reader = reader
+        self._recent: deque[tuple[int, Envelope]] = deque()
+
+    def remember(self, first_seq: int, envelopes: Sequence[Envelope]) -> None:
+        """Called by the receiving thread with what it just stored, at consecutive positions."""
+        if len(self._recent) + len(envelopes) > _RECENT_MAX:
+            self._recent.clear()
+        self._recent.extend(zip(itertools.count(first_seq), envelopes))
+
+    def forget(self) -> None:
+        """Stored events were deleted to make room: read what is left from the file."""
+        self._recent.clear()
+
+    def take(self, limit: int, wait_s: float) -> list[Held]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            seen = self._store.generation
+            held = self._read(limit)
+            remaining = deadline - time.monotonic()
+            if held or remaining <= 0:
+                return held
+            self._store.wait_for_more(seen, remaining)
+
+    def _read(self, limit: int) -> list[Held]:
+        """The next events this sink wants; positions it skips are acknowledged with the batch."""
+        while True:
+            pairs = self._from_memory(limit) or self._from_file(limit)
+            if not pairs:
+                return []
+            last = pairs[-1][0]
+            held = [Held(e, seq) for seq, e in pairs if e is not None and self.sink.wants(e)]
+            if held:
+                held[-1].upto = last
+                return held
+            self._reader.ack(last)
+
+    def _from_memory(self, limit: int) -> list[tuple[int, Envelope | None]]:
+        recent = self._recent
+        position = self._reader.position
+        try:
+            while recent[0][0] <= position:
+                recent.popleft()
+        except IndexError:
+            return []
+        taken: list[tuple[int, Envelope | None]] = []
+        with contextlib.suppress(IndexError):  # the receiving thread may clear it meanwhile
+            while len(taken) < limit and (front := recent[0])[0] == position + 1:
+                popped = recent.popleft()
+                if popped is not front:  # cleared and refilled between the two calls
+                    recent.appendleft(popped)
+                    break
+                position += 1
+                taken.append(popped)
+        if taken:
+            self._reader.skip_to(position)
+        return taken
+
+    def _from_file(self, limit: int) -> list[tuple[int, Envelope | None]]:
+        pairs: list[tuple[int, Envelope | None]] = []
+        for row in self._reader.read(limit):
+            try:
+                pairs.append((row.seq, decode_envelope(row.frame)))
+            except InvalidEnvelope as exc:
+                self._store.row_damaged(row.frame, f"unreadable in the buffer: {exc.reason}")
+                pairs.append((row.seq, None))
+        return pairs
+
+    def done(self, batch: Sequence[Held]) -> None:
+        if batch:
+            self._reader.ack(max(held.upto for held in batch))
+
+    def depth(self) -> int:
+        return self._store.buffer.backlog(self.sink.name)[0]
+
+    def oldest_age_s(self) -> float | None:
+        oldest = self._store.buffer.backlog(self.sink.name)[1]
+        return None if oldest is None else max(0.0, time.time() - oldest)
+
+
+def open_store(
+    settings: Settings, sinks: Sequence[Sink], stats: Stats, dead_letters: DeadLetters
+) -> Store:
+    """The store FORWARDER_BUFFER asks for."""
+    if settings.buffer == "memory":
+        return MemoryStore(settings.queue_max)
+    return DiskStore(settings, sinks, stats, dead_letters)
