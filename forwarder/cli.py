@@ -191,7 +191,7 @@ def _describe(settings: Settings) -> str:
     if settings.kafka is not None:
         kafka = settings.kafka
         text = (
-            f"kafka {','.join(kafka.bootstrap_servers)} topic {kafka.topic} "
+            f"kafka ({kafka.client}) {','.join(kafka.bootstrap_servers)} topic {kafka.topic} "
             f"compression {kafka.compression} acks {kafka.acks} {kafka.security_protocol}"
         )
         if kafka.sasl_mechanism is not None:

@@ -16,7 +16,14 @@ from forwarder.settings import LogFormat
 
 __all__ = ["Throttle", "configure"]
 
-_QUIET_LIBRARIES: Final = ("kafka", "socketio", "engineio", "urllib3", "websocket")
+_QUIET_LIBRARIES: Final = (
+    "kafka",
+    "confluent_kafka",
+    "socketio",
+    "engineio",
+    "urllib3",
+    "websocket",
+)
 """Client libraries that log every failed connection attempt, several a second while a broker is
 down; the sinks report the same failures once per attempt in `sink_retry`. Shown at DEBUG only."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ COMPRESSIONS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
 ACKS: Final = ("0", "1", "all")
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+CLIENT_LIBRARIES: Final = ("kafka-python", "confluent")
 LOGGING_FORMATS: Final = ("auto", "json", "console")
 LOGGING_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 BUFFERS: Final = ("disk", "memory")
@@ -32,6 +34,7 @@ LogFormat = Literal["auto", "json", "console"]
 BufferKind = Literal["disk", "memory"]
 WhenFull = Literal["drop_newest", "drop_oldest"]
 FsyncMode = Literal["always", "batch", "off"]
+KafkaClient = Literal["kafka-python", "confluent"]
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -57,6 +60,7 @@ def _readable_file(env: Mapping[str, str], name: str) -> str | None:
 class KafkaSettings:
     """The seed's producer settings with its defaults, plus what a secured cluster needs."""
 
+    client: KafkaClient = "kafka-python"
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     topic: str = "from_openalgo_order_events"
     compression: str = "snappy"
@@ -94,6 +98,7 @@ class KafkaSettings:
             if not password:
                 raise ConfigError("KAFKA_SASL_PASSWORD", "", f"a password when {protocol} is used")
         return cls(
+            client=_kafka_client(env),
             bootstrap_servers=servers,
             topic=env_str(env, "KAFKA_ORDER_EVENTS_TOPIC", cls.topic),
             compression=_choice(env, "KAFKA_PRODUCER_COMPRESSION", cls.compression, COMPRESSIONS),
@@ -113,6 +118,18 @@ class KafkaSettings:
             ssl_certfile=_readable_file(env, "KAFKA_SSL_CERTFILE"),
             ssl_keyfile=_readable_file(env, "KAFKA_SSL_KEYFILE"),
         )
+
+
+def _kafka_client(env: Mapping[str, str]) -> KafkaClient:
+    client = _choice(env, "KAFKA_CLIENT", KafkaSettings.client, CLIENT_LIBRARIES)
+    if client == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+        raise ConfigError(
+            "KAFKA_CLIENT",
+            client,
+            "kafka-python, or confluent once confluent-kafka is installed "
+            "(pip install 'openalgo-forwarder[forwarder,confluent]')",
+        )
+    return cast(KafkaClient, client)
 
 
 @dataclass(frozen=True)

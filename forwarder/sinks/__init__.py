@@ -9,10 +9,16 @@ __all__ = ["Delivery", "Sink", "build_sinks"]
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
-    """One sink per enabled mode; a Kafka-only install never imports the Socket.IO client."""
+    """One sink per enabled mode; only the client libraries the settings choose are imported."""
     sinks: list[Sink] = []
     try:
-        if settings.kafka is not None:
+        if settings.kafka is not None and settings.kafka.client == "confluent":
+            from forwarder.sinks.kafka_confluent import (  # noqa: PLC0415 - optional dependency
+                ConfluentKafkaSink,
+            )
+
+            sinks.append(ConfluentKafkaSink(settings.kafka))
+        elif settings.kafka is not None:
             from forwarder.sinks.kafka import KafkaSink  # noqa: PLC0415 - optional dependency
 
             sinks.append(KafkaSink(settings.kafka))

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from forwarder.settings import CLIENT_LIBRARIES
 from tests.support.broker import KafkaBroker, free_port, unique_topic
 from tests.support.forwarder import ForwarderProcess, running_forwarders
 from tests.support.proxy import FaultProxy, fault_proxy
@@ -16,6 +17,13 @@ def forwarders() -> Iterator[list[ForwarderProcess]]:
     """Append each started forwarder: all are stopped when the test ends, whatever happened."""
     with running_forwarders() as started:
         yield started
+
+
+@pytest.fixture(params=CLIENT_LIBRARIES)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Each Kafka client library in turn, as KAFKA_CLIENT names it: a test runs once with each."""
+    client: str = request.param
+    return client
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""End to end: emitter processes -> the forwarder as a subprocess -> the embedded Kafka broker."""
+"""End to end: emitter processes -> the forwarder as a subprocess -> the embedded Kafka broker.
+
+Every test runs once with each Kafka client library (KAFKA_CLIENT).
+"""
 
 from __future__ import annotations
 
@@ -48,10 +51,10 @@ def by_offset(records) -> list:
 
 class TestForwarderToKafka:
     def test_every_event_arrives_once_exactly_as_emitted(
-        self, tmp_path, kafka_bootstrap, topic, forwarders
+        self, tmp_path, kafka_bootstrap, topic, forwarders, kafka_client
     ):
         """Value, key and headers are the documented ones; each user's events keep their order."""
-        process = start(forwarders, tmp_path, kafka_bootstrap, topic)
+        process = start(forwarders, tmp_path, kafka_bootstrap, topic, KAFKA_CLIENT=kafka_client)
         users = ["alice", "bob", "carol"]
         before = datetime.now(UTC)
         publisher = publisher_from_env({"FORWARDER_ENDPOINT": process.env["FORWARDER_ENDPOINT"]})
@@ -108,9 +111,11 @@ class TestForwarderToKafka:
             user.encode(): True for user in users
         }
 
-    def test_three_emitting_processes_at_once(self, tmp_path, kafka_bootstrap, topic, forwarders):
+    def test_three_emitting_processes_at_once(
+        self, tmp_path, kafka_bootstrap, topic, forwarders, kafka_client
+    ):
         """Every event of each of three gunicorn-like workers arrives once, in its order."""
-        process = start(forwarders, tmp_path, kafka_bootstrap, topic)
+        process = start(forwarders, tmp_path, kafka_bootstrap, topic, KAFKA_CLIENT=kafka_client)
         endpoint = process.env["FORWARDER_ENDPOINT"]
         spawn = multiprocessing.get_context("spawn")
         emitters = [
@@ -130,7 +135,7 @@ class TestForwarderToKafka:
         assert per_key == {f"worker{n}".encode(): list(range(200)) for n in range(3)}
 
     def test_a_broker_that_comes_up_later_gets_everything(
-        self, tmp_path, kafka_broker, topic, forwarders
+        self, tmp_path, kafka_broker, topic, forwarders, kafka_client
     ):
         """Events keep being received while the broker is absent, and all are delivered later."""
         kafka_broker.stop()
@@ -139,6 +144,7 @@ class TestForwarderToKafka:
             tmp_path,
             kafka_broker.bootstrap,
             topic,
+            KAFKA_CLIENT=kafka_client,
             KAFKA_PRODUCER_REQUEST_TIMEOUT_MS="2000",
             FORWARDER_STATS_INTERVAL_S="1",
         )
@@ -164,10 +170,10 @@ class TestForwarderToKafka:
         assert stopped["undelivered"] == {"kafka": 0}
 
     def test_garbage_frames_are_dead_lettered_and_the_rest_delivered(
-        self, tmp_path, kafka_bootstrap, topic, forwarders
+        self, tmp_path, kafka_bootstrap, topic, forwarders, kafka_client
     ):
         """Bad frames land in the dead-letter file and the counters; valid ones reach Kafka."""
-        process = start(forwarders, tmp_path, kafka_bootstrap, topic)
+        process = start(forwarders, tmp_path, kafka_bootstrap, topic, KAFKA_CLIENT=kafka_client)
         frames = []
         for n, bad in enumerate(GARBAGE):
             frames += [encode_envelope(envelope(k)) for k in range(n * 25, n * 25 + 25)] + [bad]
@@ -185,11 +191,16 @@ class TestForwarderToKafka:
         assert process.logs("frame_dead_lettered")
 
     def test_sigterm_while_events_flow_delivers_everything_received(
-        self, tmp_path, kafka_bootstrap, topic, forwarders
+        self, tmp_path, kafka_bootstrap, topic, forwarders, kafka_client
     ):
         """Status 0 within the shutdown timeout, and every event it took in is in Kafka."""
         process = start(
-            forwarders, tmp_path, kafka_bootstrap, topic, FORWARDER_SHUTDOWN_TIMEOUT_S="15"
+            forwarders,
+            tmp_path,
+            kafka_bootstrap,
+            topic,
+            KAFKA_CLIENT=kafka_client,
+            FORWARDER_SHUTDOWN_TIMEOUT_S="15",
         )
         stop_sending = threading.Event()
         sent = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ class TestDefaults:
         assert settings.kafka is not None
         assert settings.kafka.topic == "from_openalgo_order_events"
         assert settings.kafka.compression == "snappy"
+        assert settings.kafka.client == "kafka-python"
 
     def test_systemd_state_directory_is_the_default_state_dir(self):
         """Under systemd StateDirectory= is used without any setting."""
@@ -83,6 +85,7 @@ INVALID = [
     ({**KAFKA, "KAFKA_ORDER_EVENTS_TOPIC": "  "}, "KAFKA_ORDER_EVENTS_TOPIC", ""),
     ({**KAFKA, "KAFKA_PRODUCER_COMPRESSION": "brotli"}, "KAFKA_PRODUCER_COMPRESSION", "brotli"),
     ({**KAFKA, "KAFKA_PRODUCER_ACKS": "2"}, "KAFKA_PRODUCER_ACKS", "2"),
+    ({**KAFKA, "KAFKA_CLIENT": "librdkafka"}, "KAFKA_CLIENT", "librdkafka"),
     ({**KAFKA, "KAFKA_BOOTSTRAP_SERVERS": "broker-without-port"}, "KAFKA_BOOTSTRAP_SERVERS", None),
     ({**KAFKA, "KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL", "TLS"),
     (
@@ -128,3 +131,26 @@ class TestInvalid:
         with pytest.raises(ConfigError) as caught:
             Settings.from_env({**SOCKETIO, "SOCKETIO_RELAY_SECRET": "almost-a-secret"})
         assert "almost-a-secret" not in str(caught.value)
+
+
+class TestKafkaClient:
+    @pytest.mark.parametrize(
+        ("value", "client"), [("kafka-python", "kafka-python"), (" Confluent ", "confluent")]
+    )
+    def test_either_library_is_chosen_by_name(self, value, client):
+        """KAFKA_CLIENT takes the accepted names in any case, as the other choices do."""
+        settings = Settings.from_env({**KAFKA, "KAFKA_CLIENT": value})
+
+        assert settings.kafka is not None
+        assert settings.kafka.client == client
+
+    def test_confluent_without_its_library_stops_the_start_naming_the_install(self, monkeypatch):
+        """Choosing confluent where confluent-kafka is missing is a setting error, not a crash."""
+        monkeypatch.setitem(sys.modules, "confluent_kafka", None)
+
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({**KAFKA, "KAFKA_CLIENT": "confluent"})
+
+        assert caught.value.variable == "KAFKA_CLIENT"
+        assert caught.value.value == "confluent"
+        assert "pip install 'openalgo-forwarder[forwarder,confluent]'" in str(caught.value)

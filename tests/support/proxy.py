@@ -53,6 +53,9 @@ class _Link:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True),
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True),
         ]
+
+    def start(self) -> None:
+        """Pump both ways; called once the proxy knows the link, so a reset cannot miss it."""
         for thread in self._threads:
             thread.start()
 
@@ -80,7 +83,7 @@ class _Link:
 
     def join(self) -> None:
         for thread in self._threads:
-            if thread is not threading.current_thread():
+            if thread.ident is not None and thread is not threading.current_thread():
                 thread.join(5)
 
 
@@ -178,6 +181,7 @@ class FaultProxy:
             with self._lock:
                 self._links = [known for known in self._links if not known.closed.is_set()]
                 self._links.append(link)
+            link.start()
 
 
 @contextlib.contextmanager

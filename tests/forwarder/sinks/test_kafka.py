@@ -1,4 +1,8 @@
-"""The Kafka sink: the seed's record format, and delivery against the embedded broker."""
+"""The Kafka sinks: the seed's record format, and delivery against the embedded broker.
+
+Tests of behaviour run once per client library (KAFKA_CLIENT); those of one library's own
+configuration, error classes or internals name it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from kafka import errors as kafka_errors
 from structlog.testing import capture_logs
 
 from emitter.contract import Envelope, decode_envelope, encode_envelope
 from forwarder.errors import PermanentSinkError, RetriableSinkError
-from forwarder.settings import KafkaSettings
-from forwarder.sinks.kafka import KafkaSink, kafka_value, producer_config, translate_error
+from forwarder.settings import KafkaSettings, Settings
+from forwarder.sinks import build_sinks, kafka, kafka_confluent
+from forwarder.sinks.kafka import KafkaSink, producer_config
+from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
+from forwarder.sinks.kafka_record import kafka_value
 from tests.support.broker import consume, unique_topic
 
 SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data", "event_id"]
@@ -24,6 +32,15 @@ TS = 1769682645123456789
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OUTAGE_BOUND_S = 20
 """Far above the bounded waits, far below the library's own (30 s bootstrap, 60 s metadata)."""
+SINKS = {"kafka-python": KafkaSink, "confluent": ConfluentKafkaSink}
+SECURED = KafkaSettings(
+    security_protocol="SASL_SSL",
+    sasl_mechanism="SCRAM-SHA-512",
+    sasl_username="forwarder",
+    sasl_password="s3cret-password",
+    ssl_cafile="/etc/ssl/ca.pem",
+)
+TOO_LARGE = {"kafka-python": "MessageSizeTooLargeError", "confluent": "MSG_SIZE_TOO_LARGE"}
 
 
 def make_envelope(n: int, user: str | None = "user123", **fields: Any) -> Envelope:
@@ -41,13 +58,20 @@ def make_envelope(n: int, user: str | None = "user123", **fields: Any) -> Envelo
     return Envelope(**values)
 
 
-@pytest.fixture
-def make_sink():
-    sinks: list[KafkaSink] = []
+def confluent_error(code: int, **flags: bool) -> KafkaException:
+    return KafkaException(KafkaError(code, **flags))
 
-    def make(bootstrap: str, topic: str, **overrides: Any) -> KafkaSink:
+
+@pytest.fixture
+def make_sink(kafka_client):
+    sinks: list[KafkaSink | ConfluentKafkaSink] = []
+
+    def make(bootstrap: str, topic: str, **overrides: Any) -> KafkaSink | ConfluentKafkaSink:
         servers = tuple(bootstrap.split(","))
-        sink = KafkaSink(KafkaSettings(bootstrap_servers=servers, topic=topic, **overrides))
+        settings = KafkaSettings(
+            client=kafka_client, bootstrap_servers=servers, topic=topic, **overrides
+        )
+        sink = SINKS[kafka_client](settings)
         sinks.append(sink)
         return sink
 
@@ -138,15 +162,7 @@ class TestProducerConfig:
     def test_secured_cluster_settings_pass_through(self):
         """SASL and TLS settings reach the client only when set."""
         plain = producer_config(KafkaSettings(compression="none"))
-        secured = producer_config(
-            KafkaSettings(
-                security_protocol="SASL_SSL",
-                sasl_mechanism="SCRAM-SHA-512",
-                sasl_username="forwarder",
-                sasl_password="s3cret-password",
-                ssl_cafile="/etc/ssl/ca.pem",
-            )
-        )
+        secured = producer_config(SECURED)
 
         assert plain["compression_type"] is None
         assert not [name for name in plain if name.startswith(("sasl_", "ssl_"))]
@@ -158,45 +174,139 @@ class TestProducerConfig:
         assert "ssl_keyfile" not in secured
 
 
+class TestConfluentProducerConfig:
+    @pytest.mark.parametrize(
+        ("acks", "retries", "idempotent", "in_flight"),
+        [("all", 3, True, 5), ("all", 0, False, 1), ("1", 3, False, 1), ("0", 3, False, 1)],
+    )
+    def test_idempotence_only_with_acks_all(self, acks, retries, idempotent, in_flight):
+        """librdkafka is idempotent exactly when kafka-python is; else one request in flight."""
+        config = kafka_confluent.producer_config(KafkaSettings(acks=acks, retries=retries))
+
+        assert config["acks"] == acks
+        assert config["enable.idempotence"] is idempotent
+        assert config["max.in.flight.requests.per.connection"] == in_flight
+
+    def test_settings_map_to_librdkafka_names(self):
+        """Batching, timeouts and client id keep their meaning; records expire one request later."""
+        config = kafka_confluent.producer_config(
+            KafkaSettings(
+                bootstrap_servers=("a:9092", "b:9092"),
+                batch_size=65536,
+                linger_ms=7,
+                request_timeout_ms=2000,
+                client_id="fwd",
+            )
+        )
+
+        assert config["bootstrap.servers"] == "a:9092,b:9092"
+        assert (config["batch.size"], config["linger.ms"]) == (65536, 7)
+        assert (config["request.timeout.ms"], config["message.timeout.ms"]) == (2000, 2007)
+        assert config["client.id"] == "fwd"
+
+    def test_secured_cluster_settings_pass_through(self):
+        """SASL and TLS settings reach librdkafka under its names, only when set."""
+        plain = kafka_confluent.producer_config(KafkaSettings(compression="none"))
+        secured = kafka_confluent.producer_config(SECURED)
+
+        assert plain["compression.type"] == "none"
+        assert not [name for name in plain if name.startswith(("sasl.", "ssl."))]
+        assert secured["security.protocol"] == "sasl_ssl"
+        assert secured["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert secured["sasl.username"] == "forwarder"
+        assert secured["sasl.password"] == "s3cret-password"
+        assert secured["ssl.ca.location"] == "/etc/ssl/ca.pem"
+        assert "ssl.key.location" not in secured
+
+
+class TestBuildSinks:
+    def test_kafka_client_picks_the_library(self, kafka_client):
+        """KAFKA_CLIENT picks the library; the sink is named kafka either way, in logs and stats."""
+        settings = Settings(modes=("KAFKA",), kafka=KafkaSettings(client=kafka_client))
+
+        [sink] = build_sinks(settings)
+
+        with sink:
+            assert type(sink) is SINKS[kafka_client]
+            assert sink.name == "kafka"
+
+
 class TestTranslateError:
     @pytest.mark.parametrize(
-        "exc",
+        ("translate", "exc"),
         [
-            kafka_errors.KafkaTimeoutError("Expiring 3 record(s)"),
-            kafka_errors.KafkaConnectionError("connection refused"),
-            kafka_errors.NotLeaderForPartitionError(),
-            kafka_errors.UnknownProducerIdError(),
-            kafka_errors.OutOfOrderSequenceNumberError(),
-            kafka_errors.IllegalStateError("Producer is closed forcefully."),
-            ConnectionResetError("reset by peer"),
+            (kafka.translate_error, kafka_errors.KafkaTimeoutError("Expiring 3 record(s)")),
+            (kafka.translate_error, kafka_errors.KafkaConnectionError("connection refused")),
+            (kafka.translate_error, kafka_errors.NotLeaderForPartitionError()),
+            (kafka.translate_error, kafka_errors.UnknownProducerIdError()),
+            (kafka.translate_error, kafka_errors.OutOfOrderSequenceNumberError()),
+            (
+                kafka.translate_error,
+                kafka_errors.IllegalStateError("Producer is closed."),
+            ),
+            (kafka.translate_error, ConnectionResetError("reset by peer")),
+            (kafka_confluent.translate_error, confluent_error(KafkaError._MSG_TIMED_OUT)),
+            (kafka_confluent.translate_error, confluent_error(KafkaError._TRANSPORT)),
+            (kafka_confluent.translate_error, confluent_error(KafkaError.NOT_LEADER_FOR_PARTITION)),
+            (kafka_confluent.translate_error, confluent_error(KafkaError.UNKNOWN_PRODUCER_ID)),
+            (
+                kafka_confluent.translate_error,
+                confluent_error(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER),
+            ),
+            (kafka_confluent.translate_error, confluent_error(KafkaError._FATAL, fatal=True)),
+            (kafka_confluent.translate_error, BufferError("Local: Queue full")),
+            (kafka_confluent.translate_error, ConnectionResetError("reset by peer")),
         ],
     )
-    def test_transient_failures_are_retriable(self, exc):
+    def test_transient_failures_are_retriable(self, translate, exc):
         """Timeouts, lost connections and a producer the broker forgot may succeed on a new try."""
-        error = translate_error(exc)
+        error = translate(exc)
 
         assert isinstance(error, RetriableSinkError)
         assert error.__cause__ is exc
 
     @pytest.mark.parametrize(
-        "exc",
+        ("translate", "exc"),
         [
-            kafka_errors.MessageSizeTooLargeError("The message is 2097241 bytes"),
-            kafka_errors.RecordListTooLargeError(),
-            kafka_errors.TopicAuthorizationFailedError("from_openalgo_order_events"),
-            kafka_errors.ClusterAuthorizationFailedError(),
-            kafka_errors.InvalidTopicError(),
-            kafka_errors.UnsupportedVersionError(),
-            ValueError("topic name is invalid"),
+            (kafka.translate_error, kafka_errors.MessageSizeTooLargeError("The message is 2 MB")),
+            (kafka.translate_error, kafka_errors.RecordListTooLargeError()),
+            (kafka.translate_error, kafka_errors.TopicAuthorizationFailedError("from_openalgo")),
+            (kafka.translate_error, kafka_errors.ClusterAuthorizationFailedError()),
+            (kafka.translate_error, kafka_errors.InvalidTopicError()),
+            (kafka.translate_error, kafka_errors.UnsupportedVersionError()),
+            (kafka.translate_error, ValueError("topic name is invalid")),
+            (kafka_confluent.translate_error, confluent_error(KafkaError.MSG_SIZE_TOO_LARGE)),
+            (kafka_confluent.translate_error, confluent_error(KafkaError.RECORD_LIST_TOO_LARGE)),
+            (
+                kafka_confluent.translate_error,
+                confluent_error(KafkaError.TOPIC_AUTHORIZATION_FAILED),
+            ),
+            (
+                kafka_confluent.translate_error,
+                confluent_error(KafkaError.CLUSTER_AUTHORIZATION_FAILED),
+            ),
+            (kafka_confluent.translate_error, confluent_error(KafkaError.TOPIC_EXCEPTION)),
+            (kafka_confluent.translate_error, confluent_error(KafkaError.UNSUPPORTED_VERSION)),
+            (kafka_confluent.translate_error, ValueError("topic name is invalid")),
         ],
     )
-    def test_refusals_are_permanent_with_the_reason(self, exc):
+    def test_refusals_are_permanent_with_the_reason(self, translate, exc):
         """Too large, not authorised, invalid topic: the error says so and retrying cannot help."""
-        error = translate_error(exc)
+        error = translate(exc)
 
         assert isinstance(error, PermanentSinkError)
-        assert str(exc) in str(error)
+        reason = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        assert reason in str(error)
         assert error.__cause__ is exc
+
+    def test_a_timeout_names_the_client_error_behind_it(self):
+        """librdkafka's timeout alone says nothing; its last error report says what went wrong."""
+        refused = KafkaError(KafkaError._TRANSPORT, "127.0.0.1:9/bootstrap: Connection refused")
+
+        error = kafka_confluent.translate_error(confluent_error(KafkaError._MSG_TIMED_OUT), refused)
+
+        assert str(error).startswith("_MSG_TIMED_OUT: ")
+        assert str(error).endswith("(last client error: 127.0.0.1:9/bootstrap: Connection refused)")
 
 
 @pytest.mark.integration
@@ -258,7 +368,7 @@ class TestKafkaSinkDeliver:
         assert delivery.complete
         assert [header(r, "event_id") for r in records] == [e.id for e in batch]
 
-    def test_refused_records_fail_alone(self, kafka_bootstrap, make_sink):
+    def test_refused_records_fail_alone(self, kafka_bootstrap, make_sink, kafka_client):
         """A record too large or not writable as JSON fails permanently; the rest are delivered."""
         topic = unique_topic()
         batch = [
@@ -273,15 +383,16 @@ class TestKafkaSinkDeliver:
 
         assert sorted(delivery.failed) == [1, 2]
         assert all(isinstance(e, PermanentSinkError) for e in delivery.failed.values())
-        assert "MessageSizeTooLargeError" in str(delivery.failed[1])
+        assert TOO_LARGE[kafka_client] in str(delivery.failed[1])
         assert "JSON" in str(delivery.failed[2])
         assert [header(r, "event_id") for r in records] == ["evt-0", "evt-3"]
 
 
 @pytest.mark.integration
 class TestKafkaSinkOutage:
+    @pytest.mark.parametrize("kafka_client", ["kafka-python"])
     def test_unreachable_broker_is_retriable_without_long_block(self, kafka_broker, make_sink):
-        """With no broker, deliver raises a retriable error long before the library's 30 s."""
+        """With no broker, kafka-python's constructor fails retriably long before its own 30 s."""
         kafka_broker.stop()
         sink = make_sink(kafka_broker.bootstrap, unique_topic())
 
@@ -290,6 +401,20 @@ class TestKafkaSinkOutage:
             sink.deliver([make_envelope(0)])
 
         assert time.monotonic() - started < OUTAGE_BOUND_S
+
+    @pytest.mark.parametrize("kafka_client", ["confluent"])
+    def test_no_broker_at_start_fails_within_the_request_timeout(self, kafka_broker, make_sink):
+        """librdkafka's constructor does not wait for a broker: the records time out, naming it."""
+        kafka_broker.stop()
+        sink = make_sink(kafka_broker.bootstrap, unique_topic(), request_timeout_ms=2000)
+
+        started = time.monotonic()
+        failed = sink.deliver([make_envelope(0), make_envelope(1)]).failed
+
+        assert time.monotonic() - started < OUTAGE_BOUND_S
+        assert sorted(failed) == [0, 1]
+        assert all(isinstance(e, RetriableSinkError) for e in failed.values())
+        assert kafka_broker.bootstrap in str(failed[0])
 
     def test_outage_fails_every_event_then_a_new_producer_delivers(self, kafka_broker, make_sink):
         """Events sent while the broker is gone fail retriably; once it is back they arrive."""
