@@ -60,23 +60,23 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Deliver OpenAlgo events from the local socket to Kafka and Socket.IO.",
     )
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        metavar="PATH",
-        help="read settings from this KEY=VALUE file (as .sample.env); a variable already set in "
-        "the environment wins over the file",
+    env_file_help = (
+        "read settings from this KEY=VALUE file (as .sample.env); a variable already set in the "
+        "environment wins over the file"
+    )
+    parser.add_argument("--env-file", type=Path, metavar="PATH", help=env_file_help)
+    # Accepted after the command too (`check --env-file F`), without overriding one given before.
+    after_command = argparse.ArgumentParser(add_help=False)
+    after_command.add_argument(
+        "--env-file", type=Path, metavar="PATH", help=env_file_help, default=argparse.SUPPRESS
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="forward events until SIGTERM or SIGINT").set_defaults(
-        command=_run
-    )
-    commands.add_parser(
+    add_command = functools.partial(commands.add_parser, parents=[after_command])
+    add_command("run", help="forward events until SIGTERM or SIGINT").set_defaults(command=_run)
+    add_command(
         "check", help="validate the settings and reach each sink once; exit 0 when all is well"
     ).set_defaults(command=_check)
-    stats = commands.add_parser(
-        "stats", help="ask the running forwarder for its counters, per sink"
-    )
+    stats = add_command("stats", help="ask the running forwarder for its counters, per sink")
     stats.add_argument("--json", action="store_true", help="print the counters as JSON")
     stats.add_argument(
         "--socket",
@@ -86,12 +86,10 @@ def _parser() -> argparse.ArgumentParser:
         "state directory)",
     )
     stats.set_defaults(command="stats")
-    logs_parser = commands.add_parser(
-        "logs", help="pretty-print and filter the forwarder's JSON log lines"
-    )
+    logs_parser = add_command("logs", help="pretty-print and filter the forwarder's JSON log lines")
     add_logs_arguments(logs_parser)
     logs_parser.set_defaults(command="logs")
-    letters = commands.add_parser(
+    letters = add_command(
         "dead-letters", help="list, show, replay or purge what could not be delivered"
     )
     add_dead_letter_arguments(letters)

@@ -51,11 +51,17 @@ class TestConfigErrors:
         result = run_cli(command, env=env | {variable: value})
         assert_one_config_error(result, variable, repr(value), "expected")
 
-    def test_a_bad_value_from_the_env_file_is_reported_the_same_way(self, env, tmp_path):
-        """The env file is read like the environment, so its mistakes are named too."""
+    @pytest.mark.parametrize("after_the_command", [False, True])
+    def test_a_bad_value_from_the_env_file_is_reported_the_same_way(
+        self, env, tmp_path, after_the_command
+    ):
+        """The env file is read like the environment, so its mistakes are named too; the option
+        may come before or after the command."""
         env_file = tmp_path / "forwarder.env"
         env_file.write_text("# settings\nFORWARDER_BATCH_MAX=0\n")
-        result = run_cli("--env-file", str(env_file), "check", env=env)
+        option = ["--env-file", str(env_file)]
+        args = ["check", *option] if after_the_command else [*option, "check"]
+        result = run_cli(*args, env=env)
         assert_one_config_error(result, "FORWARDER_BATCH_MAX='0'", "positive integer")
 
     def test_the_environment_wins_over_the_env_file(self, env, tmp_path):
