@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: demo test test-unit test-integration test-fast coverage lint format clean browser-deps
+.PHONY: bench demo test test-unit test-integration test-fast coverage lint format clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 ## demo: a broker, a Socket.IO app and the forwarder on this machine; a trading session through them
 demo: $(STAMP)
 	$(BIN)/python -m demo
+
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_OUT := bench/out
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: every benchmark on this machine (about ten minutes): tables on stdout, a chart in bench/out/
+bench: $(BENCH_STAMP)
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python -m bench.publish_latency --gc on --json $(BENCH_OUT)/publish.json
+	$(BIN)/python -m bench.end_to_end --json $(BENCH_OUT)/end_to_end.json
+	$(BIN)/python -m bench.buffer_throughput --json $(BENCH_OUT)/buffer.json
+	$(BIN)/python -m bench.chart $(BENCH_OUT)
 
 ## test: lint, then the whole suite (unit, integration against the embedded broker, browser)
 test: lint browser-deps

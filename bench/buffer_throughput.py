@@ -1,7 +1,7 @@
 """What the disk buffer costs: events per second through the forwarder, buffered and not.
 
-Run:  .venv/bin/python bench/buffer_throughput.py            (about a minute)
-      .venv/bin/python bench/buffer_throughput.py --quick    (a smoke run of a few seconds)
+Run:  .venv/bin/python -m bench.buffer_throughput            (about a minute)
+      .venv/bin/python -m bench.buffer_throughput --quick    (a smoke run of a few seconds)
 
 The real pipeline (ZeroMQ PULL, decode, store, batcher, worker) runs in this process with an
 in-memory sink that acknowledges at once, so the sink costs nothing and the figure is the
@@ -12,6 +12,7 @@ Each configuration runs three times, interleaved; the table shows the median.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import subprocess
@@ -94,6 +95,7 @@ def main() -> None:
     logs.configure(logging.WARNING, "console", stream=sys.stderr)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     count, rounds = (20_000, 1) if args.quick else (100_000, 3)
     results: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
@@ -107,6 +109,9 @@ def main() -> None:
     for name, rates in results.items():
         rate = statistics.median(rates)
         print(f"| {name:<38} | {rate:>9,.0f} | {rate / baseline:>8.2f}x |")
+    if args.json is not None:
+        medians = {name: statistics.median(rates) for name, rates in results.items()}
+        args.json.write_text(json.dumps(medians, indent=2))
 
 
 if __name__ == "__main__":

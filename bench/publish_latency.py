@@ -1,7 +1,7 @@
 """What one publish costs the calling thread, beside a raw pyzmq send, in three forwarder states.
 
-Run:  .venv/bin/python bench/publish_latency.py            (about four minutes)
-      .venv/bin/python bench/publish_latency.py --quick    (a smoke run of about twenty seconds)
+Run:  .venv/bin/python -m bench.publish_latency            (about four minutes)
+      .venv/bin/python -m bench.publish_latency --quick    (a smoke run of about twenty seconds)
 
 States: a forwarder-like PULL peer reading in another process; no peer at all; a peer that is
 connected but never reads (its queue and then ours fill up). Methods: the full
@@ -10,12 +10,18 @@ pyzmq `send(frame, NOBLOCK)` of the same frame, and an empty function call, the 
 harness can measure. Bursts are back-to-back calls in groups of 1,000 with a pause after each
 group (the pump drains it); paced calls come 1,000 a second with the thread asleep in between.
 Every call is timed with perf_counter_ns, with the garbage collector on and then off.
+
+Baselines, run inline as the seed and OpenAlgo do, against the embedded broker: kafka-python
+`KafkaProducer.send()` (queued in the client), `send().get()` (the seed waited for the broker's
+acknowledgement on `order_event`), and `ThreadPoolExecutor.submit` to ten workers (OpenAlgo's event
+bus); `send().get()` takes milliseconds, so it runs a tenth of the calls.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import resource
 import subprocess
@@ -23,14 +29,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
+from kafka import KafkaProducer
 
+from demo.broker import running_broker
 from emitter.publisher import EventPublisher, encode_event
 from emitter.transport import PushTransport
+from forwarder.settings import KafkaSettings
+from forwarder.sinks.kafka import producer_config
 
 HWM = 10000
 BURST = 1000
@@ -76,6 +87,19 @@ class Row:
     gc: str
     samples: list[int]
     refused: int
+
+    def summary(self) -> dict[str, object]:
+        """The row for the chart: microseconds at each quantile."""
+        s = sorted(self.samples)
+        n = len(s)
+        return {
+            "state": self.state,
+            "method": self.method,
+            "pattern": self.pattern,
+            "gc": self.gc,
+            **{f"p{q}": s[min(n - 1, int(n * q / 100))] / 1e3 for q in (50, 99, 99.9)},
+            "max": s[-1] / 1e3,
+        }
 
     def cells(self) -> list[str]:
         s = sorted(self.samples)
@@ -239,6 +263,34 @@ def run(endpoint: str, burst_calls: int, paced_calls: int, gc_modes: list[str]) 
     return rows
 
 
+def baselines(run_dir: Path, burst_calls: int, paced_calls: int, gc_modes: list[str]) -> list[Row]:
+    """The inline ways of publishing this project replaces, measured like the emitter."""
+    value = b'{"event_type":"order_event","data":{"symbol":"SBIN-EQ","action":"BUY"}}'
+    rows: list[Row] = []
+    with running_broker(run_dir) as servers, ThreadPoolExecutor(10) as pool:
+        settings = KafkaSettings(bootstrap_servers=(servers,), topic="bench-inline")
+        producer = KafkaProducer(**producer_config(settings))
+        producer.send(settings.topic, value).get(30)
+        calls: dict[str, tuple[Call, int]] = {
+            "kafka-python send()": (lambda: bool(producer.send(settings.topic, value)), 1),
+            "kafka-python send().get()": (
+                lambda: bool(producer.send(settings.topic, value).get(30)),
+                10,
+            ),
+            "executor.submit": (lambda: bool(pool.submit(empty)), 1),
+        }
+        for gc_mode in gc_modes:
+            for method, (call, divisor) in calls.items():
+                for pattern, count in (
+                    ("bursts", burst_calls // divisor),
+                    (f"paced {PACED_RATE / 1000:.0f}k/s", paced_calls // divisor),
+                ):
+                    samples, refused = measure(call, pattern, count, gc_mode)
+                    rows.append(Row("inline", method, pattern, gc_mode, samples, refused))
+        producer.close()
+    return rows
+
+
 def import_cost(runs: int, mode: str) -> tuple[float, float]:
     """Median time and added RSS of `import emitter` in fresh interpreters."""
     times, rss = [], []
@@ -280,6 +332,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--gc", choices=("on", "off", "both"), default="both")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     burst_calls, paced_calls, runs, idle_s = (
         (5_000, 500, 3, 1.0) if args.quick else (200_000, 5_000, 9, 5.0)
@@ -289,6 +342,7 @@ def main() -> None:
         endpoint = f"ipc://{Path(tmp) / 'events.sock'}"
         rows = run(endpoint, burst_calls, paced_calls, gc_modes)
         idle = idle_cpu_ms(endpoint, idle_s)
+        rows += baselines(Path(tmp), burst_calls // 10, paced_calls, gc_modes)
     print(
         f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; microseconds per call in "
@@ -304,6 +358,8 @@ def main() -> None:
         f"+{warm_mib:.1f} MiB (medians of {runs})"
     )
     print(f"idle CPU of the process with the pump parked: {idle:.1f} ms over {idle_s:.0f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps([row.summary() for row in rows], indent=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka import errors as kafka_errors
 from structlog.testing import capture_logs
 
@@ -23,7 +25,7 @@ from forwarder.settings import KafkaSettings, Settings
 from forwarder.sinks import build_sinks, kafka, kafka_confluent
 from forwarder.sinks.kafka import KafkaSink, producer_config
 from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
-from forwarder.sinks.kafka_record import kafka_value
+from forwarder.sinks.kafka_record import emit_time, kafka_value
 from tests.support.broker import consume, unique_topic
 
 SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data", "event_id"]
@@ -465,3 +467,10 @@ class TestKafkaSinkCheck:
             sink.check()
 
         assert time.monotonic() - started < OUTAGE_BOUND_S
+
+
+@given(st.integers(min_value=1, max_value=4_102_444_800 * 10**9))
+def test_emit_time_is_the_seeds_iso_format_for_any_instant(ns):
+    """The cached fast path writes exactly what datetime's isoformat writes, microseconds and Z."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+    assert emit_time(ns) == moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
