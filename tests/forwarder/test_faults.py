@@ -1,7 +1,8 @@
 """Faults provoked for real, each accounted for event by event: outages, SIGKILL, SIGTERM.
 
 The forwarder runs as a subprocess, the broker is reached through a fault proxy, and every
-assertion is about event ids: all published ids arrive, none reordered within a key.
+assertion is about event ids: all published ids arrive, none reordered within a key. The kill and
+the stop run with both Kafka clients; the minute-long outage with the default client only.
 """
 
 from __future__ import annotations
@@ -161,13 +162,20 @@ class TestFaults:
         assert retries
 
     def test_sigkill_at_1000_per_s_loses_nothing_the_forwarder_had_received(
-        self, tmp_path, forwarders, proxied_broker, topic
+        self, tmp_path, forwarders, proxied_broker, topic, kafka_client
     ):
         """Everything stored before the kill is delivered after the restart; the loss window is
         what ZeroMQ still held, reported here."""
         broker, _ = proxied_broker
         rate, total = 1000, 6000
-        process = start(forwarders, tmp_path, broker.bootstrap, topic, FORWARDER_FSYNC="batch")
+        process = start(
+            forwarders,
+            tmp_path,
+            broker.bootstrap,
+            topic,
+            FORWARDER_FSYNC="batch",
+            KAFKA_CLIENT=kafka_client,
+        )
         state_dir = Path(process.env["FORWARDER_STATE_DIR"])
         with Publisher(process.env["FORWARDER_ENDPOINT"], total, rate) as publisher:
             publisher.wait_for(2500)
@@ -193,12 +201,17 @@ class TestFaults:
             assert numbers == sorted(numbers), f"{user}'s events were reordered"
 
     def test_sigterm_while_the_broker_is_down_keeps_the_buffer_for_the_next_start(
-        self, tmp_path, forwarders, proxied_broker, topic
+        self, tmp_path, forwarders, proxied_broker, topic, kafka_client
     ):
         broker, proxy = proxied_broker
         proxy.refuse()
         process = start(
-            forwarders, tmp_path, broker.bootstrap, topic, FORWARDER_SHUTDOWN_TIMEOUT_S="2"
+            forwarders,
+            tmp_path,
+            broker.bootstrap,
+            topic,
+            FORWARDER_SHUTDOWN_TIMEOUT_S="2",
+            KAFKA_CLIENT=kafka_client,
         )
         with Publisher(process.env["FORWARDER_ENDPOINT"], 300, 1000) as publisher:
             publisher.wait_for(300)
