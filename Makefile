@@ -47,7 +47,7 @@ test-integration: $(STAMP) browser-deps
 	$(PYTEST) -m "integration or browser"
 
 ## test-fast: the whole suite on every core
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser-deps
 	$(PYTEST) -n auto
 
 ## coverage: the whole suite with branch coverage; fails under 90%
