@@ -184,7 +184,8 @@ class DiskStore:
         self._full = _Dropped("buffer_full")
         self._failed = _Dropped("buffer_write_failed")
         self._write_throttle = Throttle()
-        self._waiting: list[tuple[bytes, Envelope]] = []
+        self._waiting_frames: list[bytes] = []
+        self._waiting_envelopes: list[Envelope] = []
         self._queue_max = settings.queue_max
 
     def put(self, frames: Sequence[bytes], envelopes: Sequence[Envelope]) -> None:
@@ -193,18 +194,17 @@ class DiskStore:
         A failed write (disk full, I/O error) keeps the events in memory, up to FORWARDER_QUEUE_MAX,
         and the next call tries again, so a disk that fills up and frees again loses nothing.
         """
-        self._waiting.extend(zip(frames, envelopes, strict=True))
-        if not self._waiting:
+        self._waiting_frames.extend(frames)
+        self._waiting_envelopes.extend(envelopes)
+        if not self._waiting_frames:
             return
         try:
-            appended = self.buffer.append([frame for frame, _ in self._waiting])
+            appended = self.buffer.append(self._waiting_frames)
         except sqlite3.Error as exc:
             self._write_failed(exc)
             return
-        kept = [envelope for _, envelope in self._waiting][
-            appended.start : appended.start + appended.count
-        ]
-        self._waiting = []
+        kept = self._waiting_envelopes[appended.start : appended.start + appended.count]
+        self._waiting_frames, self._waiting_envelopes = [], []
         for backlog in self._backlogs:
             if count := appended.lost.get(backlog.sink.name):
                 self._full.add(backlog.sink.name, backlog.counters, count)
@@ -215,16 +215,17 @@ class DiskStore:
             self._arrived.notify_all()
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
-        overflow = len(self._waiting) - self._queue_max
+        overflow = len(self._waiting_frames) - self._queue_max
         if overflow > 0:
-            del self._waiting[:overflow]
+            del self._waiting_frames[:overflow]
+            del self._waiting_envelopes[:overflow]
             for backlog in self._backlogs:
                 self._failed.add(backlog.sink.name, backlog.counters, overflow)
         if (held := self._write_throttle.ready()) is not None:
             log.error(
                 "buffer_write_failed",
                 error=str(exc),
-                waiting_in_memory=len(self._waiting),
+                waiting_in_memory=len(self._waiting_frames),
                 suppressed=held,
             )
 

@@ -6,6 +6,7 @@ a broker outage or a restart of the forwarder loses nothing that was received.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 import time
@@ -124,6 +125,29 @@ class DiskBuffer:
         What is kept of `frames` is always one run of them, stored under consecutive positions.
         """
         now = self._clock()
+        incoming = sum(map(len, frames))
+        start, end = 0, len(frames)
+        if self._bytes + incoming > self.max_bytes:
+            start, end, incoming = self._fit(frames)
+        lost = dict.fromkeys(self._sinks, len(frames) - (end - start))
+        if start == end:
+            return Appended(lost, 0, start, 0)
+        with self._lock, self._db:
+            if self.when_full == "drop_oldest":
+                for sink, count in self._make_room(incoming).items():
+                    lost[sink] += count
+            self._db.executemany(
+                "INSERT INTO events (stored_at, frame) VALUES (?, ?)",
+                zip(itertools.repeat(now), frames[start:end]),
+            )
+            (last,) = self._db.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()
+            self._bytes += incoming
+        return Appended(lost, last - (end - start) + 1, start, end - start)
+
+    def _fit(self, frames: Sequence[bytes]) -> tuple[int, int, int]:
+        """The run of `frames` the policy keeps when they do not all fit, and its size."""
         incoming = 0
         end = len(frames)
         for index, frame in enumerate(frames):
@@ -142,22 +166,7 @@ class DiskBuffer:
             self.dropped_oldest += start
         else:
             self.dropped_newest += len(frames) - end
-        lost = dict.fromkeys(self._sinks, len(frames) - (end - start))
-        if start == end:
-            return Appended(lost, 0, start, 0)
-        with self._lock, self._db:
-            if self.when_full == "drop_oldest":
-                for sink, count in self._make_room(incoming).items():
-                    lost[sink] += count
-            self._db.executemany(
-                "INSERT INTO events (stored_at, frame) VALUES (?, ?)",
-                [(now, frame) for frame in frames[start:end]],
-            )
-            (last,) = self._db.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
-            ).fetchone()
-            self._bytes += incoming
-        return Appended(lost, last - (end - start) + 1, start, end - start)
+        return start, end, incoming
 
     def _make_room(self, incoming: int) -> dict[str, int]:
         excess = self._bytes + incoming - self.max_bytes

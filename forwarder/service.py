@@ -160,8 +160,8 @@ class Forwarder:
     def _dispatch(self, frames: list[bytes]) -> None:
         valid: list[bytes] = []
         envelopes: list[Envelope] = []
+        self.stats.received += len(frames)
         for frame in frames:
-            self.stats.received += 1
             try:
                 envelopes.append(decode_envelope(frame))
             except InvalidEnvelope as exc:
