@@ -264,14 +264,16 @@ def main() -> None:
             }
             for n in range(rounds):
                 for client in CLIENTS:
-                    rates[client]["raw"].append(
-                        raw_rate(servers, f"bench-raw-{client}-{n}", count, client)
-                    )
                     run_dir = root / f"throughput-{client}-{n}"
                     run_dir.mkdir()
-                    rates[client]["forwarder"].append(
-                        forwarder_rate(servers, run_dir, count, client)
-                    )
+                    # The in-memory broker grows with every run: alternate which goes first.
+                    for kind in sorted(("raw", "forwarder"), reverse=n % 2 == 1):
+                        rate = (
+                            raw_rate(servers, f"bench-raw-{client}-{n}", count, client)
+                            if kind == "raw"
+                            else forwarder_rate(servers, run_dir, count, client)
+                        )
+                        rates[client][kind].append(rate)
             lat_dir = root / "latency"
             lat_dir.mkdir()
             lat = latency(servers, lat_dir, latency_count, 1000.0)
