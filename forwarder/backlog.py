@@ -170,6 +170,7 @@ class DiskStore:
     ) -> None:
         self._stats = stats
         self._dead_letters = dead_letters
+        self._damage_lock = threading.Lock()
         self.buffer = DiskBuffer(
             settings.state_dir / BUFFER_FILE,
             [sink.name for sink in sinks],
@@ -238,13 +239,18 @@ class DiskStore:
         with self._arrived:
             self._arrived.wait_for(lambda: self.generation != seen, timeout)
 
-    def row_damaged(self, frame: bytes, reason: str) -> None:
-        """A stored row that no longer decodes: kept as a dead letter, the rest delivered."""
-        self._stats.buffer_damaged += 1
-        self._dead_letters.record(frame, reason)
+    def row_damaged(self, frame: bytes, reason: str, sink: str) -> None:
+        """A stored row that no longer decodes, met by one sink: dead-lettered, the rest delivered.
+
+        Each sink reading the row records it under its own name, as for a sink's refusal.
+        """
+        with self._damage_lock:  # sink threads count here side by side
+            self._stats.buffer_damaged += 1
+        self._dead_letters.record(frame, reason, sink=sink)
 
     def _file_damaged(self, aside: Path, reason: str, salvaged: int) -> None:
-        self._stats.buffer_damaged += 1
+        with self._damage_lock:
+            self._stats.buffer_damaged += 1
         log.error("buffer_damaged", moved_to=str(aside), reason=reason, salvaged=salvaged)
 
     def close(self) -> None:
@@ -328,7 +334,9 @@ class _DiskBacklog:
             try:
                 pairs.append((row.seq, decode_envelope(row.frame)))
             except InvalidEnvelope as exc:
-                self._store.row_damaged(row.frame, f"unreadable in the buffer: {exc.reason}")
+                self.counters.dead_lettered += 1
+                reason = f"unreadable in the buffer: {exc.reason}"
+                self._store.row_damaged(row.frame, reason, self.sink.name)
                 pairs.append((row.seq, None))
         return pairs
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from emitter.contract import encode_envelope
-from forwarder.backlog import DiskStore
+from forwarder.backlog import BUFFER_FILE, DiskStore
 from forwarder.deadletter import DeadLetters
 from forwarder.settings import Settings
 from forwarder.sinks.memory import MemorySink
@@ -70,3 +72,26 @@ class TestDiskBacklog:
         put(store, range(8, 10), browser=False)
         assert drain(backlog) == ["ev-000005", "ev-000006", "ev-000007"]
         assert backlog.depth() == 0
+
+
+def test_a_damaged_file_is_counted_and_logged_and_the_store_opens(tmp_path):
+    """What an operator sees of a buffer file that failed its check at start."""
+    (tmp_path / BUFFER_FILE).write_bytes(b"not a database at all" * 200)
+    stats = Stats()
+    with capture_logs() as logs:
+        opened = DiskStore(
+            replace(Settings(), state_dir=tmp_path),
+            [MemorySink()],
+            stats,
+            DeadLetters(tmp_path, stats),
+        )
+    try:
+        put(opened, range(3))
+        backlog = opened.backlog(MemorySink(), Stats().add_sink("memory", lambda: 0))
+        assert drain(backlog) == ["ev-000000", "ev-000001", "ev-000002"]
+    finally:
+        opened.close()
+    assert stats.buffer_damaged == 1
+    [line] = [line for line in logs if line["event"] == "buffer_damaged"]
+    assert (line["log_level"], line["salvaged"]) == ("error", 0)
+    assert Path(line["moved_to"]).exists()

@@ -245,6 +245,8 @@ class TestForwarder:
         dead = (settings.state_dir / "dead-letters.jsonl").read_text().splitlines()
         [letter] = [json.loads(line) for line in dead]
         assert letter["reason"].startswith("unreadable in the buffer")
+        assert letter["sink"] == "memory"
+        assert forwarder.stats.sinks["memory"].dead_lettered == 1
         assert base64.b64decode(letter["raw"]) == b"\xc1 not an event"
 
     def test_stop_delivers_what_is_held_before_returning(self, settings):
