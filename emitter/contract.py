@@ -22,8 +22,12 @@ SYSTEM_KEY: Final = "admin"
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
-    """One event as it crosses the process boundary; positional on the wire to stay small."""
+class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, gc=False):
+    """One event as it crosses the process boundary; positional on the wire to stay small.
+
+    Untracked by the garbage collector (gc=False): a frozen value cannot take part in a cycle,
+    and tracking each of the many thousands the forwarder holds made its collections dominate.
+    """
 
     v: Annotated[int, msgspec.Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
     id: _NonEmpty
