@@ -8,8 +8,6 @@ nothing the forwarder received.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import queue
 import sqlite3
 import threading
@@ -30,7 +28,7 @@ from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.stats import SinkCounters, Stats
 
-__all__ = ["BUFFER_FILE", "Backlog", "DiskStore", "Held", "MemoryStore", "Store", "open_store"]
+__all__ = ["BUFFER_FILE", "Backlog", "Batch", "DiskStore", "MemoryStore", "Store", "open_store"]
 
 BUFFER_FILE: Final = "buffer.sqlite"
 _RECENT_MAX: Final = 20_000
@@ -40,21 +38,29 @@ log = structlog.get_logger("forwarder.backlog")
 
 
 @dataclass(slots=True)
-class Held:
-    """An event handed to a sink, and how far its acknowledgement moves that sink's position."""
+class Batch:
+    """Events handed to a sink, and how far their acknowledgement moves that sink's position."""
 
-    envelope: Envelope
+    envelopes: list[Envelope]
     upto: int = 0
+
+    def __len__(self) -> int:
+        return len(self.envelopes)
+
+    def extend(self, later: Batch) -> None:
+        """Append the events taken after these."""
+        self.envelopes.extend(later.envelopes)
+        self.upto = max(self.upto, later.upto)
 
 
 class Backlog(Protocol):
     """One sink's waiting events, oldest first."""
 
-    def take(self, limit: int, wait_s: float) -> list[Held]:
+    def take(self, limit: int, wait_s: float) -> Batch:
         """Up to `limit` events; waits at most `wait_s` for the first one."""
         ...
 
-    def done(self, batch: Sequence[Held]) -> None:
+    def done(self, batch: Batch) -> None:
         """The sink finished these (delivered or dead-lettered): never hand them out again."""
         ...
 
@@ -135,7 +141,7 @@ class _MemoryBacklog:
             except queue.Full:
                 self._dropped.add(self._sink.name, self._counters, 1)
 
-    def take(self, limit: int, wait_s: float) -> list[Held]:
+    def take(self, limit: int, wait_s: float) -> Batch:
         taken: list[Envelope] = []
         try:
             taken.append(
@@ -146,9 +152,9 @@ class _MemoryBacklog:
         except queue.Empty:
             pass
         self._taken.extend(taken)
-        return [Held(envelope) for envelope in taken]
+        return Batch(taken)
 
-    def done(self, batch: Sequence[Held]) -> None:
+    def done(self, batch: Batch) -> None:
         del self._taken[: len(batch)]
 
     def depth(self) -> int:
@@ -261,8 +267,8 @@ class _DiskBacklog:
     """Reads in order from the buffer, or from the events just stored while it keeps up.
 
     In the steady state a sink takes events moments after they were stored: they are handed out
-    from `_recent` (what this process stored, decoded once) without reading SQLite back. After a
-    restart, or once a sink fell further behind than _RECENT_MAX, it reads the file.
+    from `_recent` (the runs this process stored, decoded once) without reading SQLite back. After
+    a restart, or once a sink fell further behind than _RECENT_MAX, it reads the file.
     """
 
     def __init__(
@@ -272,77 +278,83 @@ class _DiskBacklog:
         self.sink = sink
         self.counters = counters
         self._reader = reader
-        self._recent: deque[tuple[int, Envelope]] = deque()
+        self._recent: deque[tuple[int, Sequence[Envelope]]] = deque()
+        self._recent_count = 0
+        self._recent_lock = threading.Lock()
 
     def remember(self, first_seq: int, envelopes: Sequence[Envelope]) -> None:
         """Called by the receiving thread with what it just stored, at consecutive positions."""
-        if len(self._recent) + len(envelopes) > _RECENT_MAX:
-            self._recent.clear()
-        self._recent.extend(zip(itertools.count(first_seq), envelopes))
+        with self._recent_lock:
+            self._recent.append((first_seq, envelopes))
+            self._recent_count += len(envelopes)
+            while self._recent_count > _RECENT_MAX:
+                self._recent_count -= len(self._recent.popleft()[1])
 
     def forget(self) -> None:
         """Stored events were deleted to make room: read what is left from the file."""
-        self._recent.clear()
+        with self._recent_lock:
+            self._recent.clear()
+            self._recent_count = 0
 
-    def take(self, limit: int, wait_s: float) -> list[Held]:
+    def take(self, limit: int, wait_s: float) -> Batch:
         deadline = time.monotonic() + wait_s
         while True:
             seen = self._store.generation
-            held = self._read(limit)
+            batch = self._read(limit)
             remaining = deadline - time.monotonic()
-            if held or remaining <= 0:
-                return held
+            if batch or remaining <= 0:
+                return batch
             self._store.wait_for_more(seen, remaining)
 
-    def _read(self, limit: int) -> list[Held]:
+    def _read(self, limit: int) -> Batch:
         """The next events this sink wants; positions it skips are acknowledged with the batch."""
+        wants = self.sink.wants
         while True:
-            pairs = self._from_memory(limit) or self._from_file(limit)
-            if not pairs:
-                return []
-            last = pairs[-1][0]
-            held = [Held(e, seq) for seq, e in pairs if e is not None and self.sink.wants(e)]
-            if held:
-                held[-1].upto = last
-                return held
+            first, envelopes = self._from_memory(limit) or self._from_file(limit)
+            if not envelopes:
+                return Batch([])
+            last = first + len(envelopes) - 1
+            wanted = [e for e in envelopes if e is not None and wants(e)]
+            if wanted:
+                return Batch(wanted, last)
             self._reader.ack(last)
 
-    def _from_memory(self, limit: int) -> list[tuple[int, Envelope | None]]:
-        recent = self._recent
-        position = self._reader.position
-        try:
-            while recent[0][0] <= position:
-                recent.popleft()
-        except IndexError:
-            return []
-        taken: list[tuple[int, Envelope | None]] = []
-        with contextlib.suppress(IndexError):  # the receiving thread may clear it meanwhile
-            while len(taken) < limit and (front := recent[0])[0] == position + 1:
-                popped = recent.popleft()
-                if popped is not front:  # cleared and refilled between the two calls
-                    recent.appendleft(popped)
+    def _from_memory(self, limit: int) -> tuple[int, list[Envelope | None]] | None:
+        """The events after this sink's position, if the runs kept in memory start there."""
+        first = self._reader.position + 1
+        taken: list[Envelope | None] = []
+        with self._recent_lock:
+            recent = self._recent
+            while recent and recent[0][0] + len(recent[0][1]) <= first:
+                self._recent_count -= len(recent.popleft()[1])
+            for run_first, envelopes in recent:
+                offset = first + len(taken) - run_first
+                if offset < 0:
                     break
-                position += 1
-                taken.append(popped)
-        if taken:
-            self._reader.skip_to(position)
-        return taken
+                taken.extend(envelopes[offset : offset + limit - len(taken)])
+                if len(taken) >= limit:
+                    break
+        if not taken:
+            return None
+        self._reader.skip_to(first + len(taken) - 1)
+        return first, taken
 
-    def _from_file(self, limit: int) -> list[tuple[int, Envelope | None]]:
-        pairs: list[tuple[int, Envelope | None]] = []
-        for row in self._reader.read(limit):
+    def _from_file(self, limit: int) -> tuple[int, list[Envelope | None]]:
+        run = self._reader.read(limit)
+        envelopes: list[Envelope | None] = []
+        for frame in run.frames:
             try:
-                pairs.append((row.seq, decode_envelope(row.frame)))
+                envelopes.append(decode_envelope(frame))
             except InvalidEnvelope as exc:
                 self.counters.dead_lettered += 1
                 reason = f"unreadable in the buffer: {exc.reason}"
-                self._store.row_damaged(row.frame, reason, self.sink.name)
-                pairs.append((row.seq, None))
-        return pairs
+                self._store.row_damaged(frame, reason, self.sink.name)
+                envelopes.append(None)
+        return run.first_seq, envelopes
 
-    def done(self, batch: Sequence[Held]) -> None:
+    def done(self, batch: Batch) -> None:
         if batch:
-            self._reader.ack(max(held.upto for held in batch))
+            self._reader.ack(batch.upto)
 
     def depth(self) -> int:
         return self._store.buffer.backlog(self.sink.name)[0]

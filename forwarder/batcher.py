@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from forwarder.backlog import Backlog, Held
+from forwarder.backlog import Backlog, Batch
 
 __all__ = ["Batcher"]
 
@@ -26,15 +26,15 @@ class Batcher:
         self._linger_s = linger_s
         self._clock = clock
 
-    def next_batch(self, wait_s: float) -> list[Held]:
-        """The next batch, or [] when nothing arrived within `wait_s`.
+    def next_batch(self, wait_s: float) -> Batch:
+        """The next batch, empty when nothing arrived within `wait_s`.
 
         Events already waiting are always taken (up to the maximum) even once the linger is over,
         so a backlog drains in full batches whatever the linger.
         """
         batch = self._source.take(self._max_size, wait_s)
         if not batch:
-            return []
+            return batch
         deadline = self._clock() + self._linger_s
         while len(batch) < self._max_size:
             more = self._source.take(

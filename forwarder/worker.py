@@ -10,7 +10,7 @@ from typing import Final
 import structlog
 
 from emitter.contract import Envelope, encode_envelope
-from forwarder.backlog import Held, Store
+from forwarder.backlog import Batch, Store
 from forwarder.batcher import Batcher
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
@@ -91,9 +91,9 @@ class SinkWorker:
             elif self._deadline is not None:
                 return
 
-    def _finish(self, batch: Sequence[Held]) -> None:
+    def _finish(self, batch: Batch) -> None:
         """Deliver a batch and release it from the backlog, unless time ran out with some left."""
-        if self.deliver([held.envelope for held in batch]):
+        if self.deliver(batch.envelopes):
             self._backlog.done(batch)
 
     def _out_of_time(self) -> bool:

@@ -38,7 +38,7 @@ def put(store: DiskStore, numbers: range, **kwargs) -> None:
 def drain(backlog, limit: int = 500) -> list[str]:
     taken: list[str] = []
     while batch := backlog.take(limit, 0):
-        taken.extend(held.envelope.id for held in batch)
+        taken.extend(e.id for e in batch.envelopes)
         backlog.done(batch)
     return taken
 
@@ -59,7 +59,7 @@ class TestDiskBacklog:
         for start in range(0, 3_000, 100):
             put(store, range(start, start + 100))
             batch = backlog.take(70, 0)
-            taken.extend(held.envelope.id for held in batch)
+            taken.extend(e.id for e in batch.envelopes)
             backlog.done(batch)
         taken.extend(drain(backlog))
         assert taken == [f"ev-{n:06d}" for n in range(3_000)]

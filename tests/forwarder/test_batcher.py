@@ -41,13 +41,13 @@ def put(store: Store, numbers: range) -> None:
 
 
 def numbers_of(batch) -> list[int]:
-    return [int(held.envelope.id.removeprefix("ev-")) for held in batch]
+    return [int(e.id.removeprefix("ev-")) for e in batch.envelopes]
 
 
 class TestBatcher:
     def test_nothing_waiting_gives_an_empty_batch(self, backlog):
-        """An idle worker gets [] back after the wait, so it can look at its stop request."""
-        assert Batcher(backlog, max_size=10, linger_s=0).next_batch(0.01) == []
+        """An idle worker gets an empty batch after the wait, so it can look at its stop request."""
+        assert Batcher(backlog, max_size=10, linger_s=0).next_batch(0.01).envelopes == []
 
     def test_a_batch_holds_at_most_max_size_and_keeps_the_rest(self, store, backlog):
         """The cap splits a backlog; the remainder comes next, in order."""

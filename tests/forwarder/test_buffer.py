@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,11 @@ class TestDiskBuffer:
         buffer.append(frames(0, 10))
         reader = buffer.reader("kafka")
         first = reader.read(4)
-        reader.ack(first[-1].seq)
+        reader.ack(first.last_seq)
         buffer.close()
 
         reopened = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
-        again = reopened.reader("kafka").read(100)
-        assert [e.frame for e in again] == frames(4, 6)
+        assert reopened.reader("kafka").read(100).frames == frames(4, 6)
         reopened.close()
 
     def test_each_sink_advances_on_its_own(self, path: Path):
@@ -39,10 +39,10 @@ class TestDiskBuffer:
         buffer = DiskBuffer(path, ["kafka", "socketio"], max_bytes=1 << 20)
         buffer.append(frames(0, 5))
         fast = buffer.reader("socketio")
-        fast.ack(fast.read(100)[-1].seq)
+        fast.ack(fast.read(100).last_seq)
         assert buffer.backlog("socketio")[0] == 0
         assert buffer.backlog("kafka")[0] == 5
-        assert [e.frame for e in buffer.reader("kafka").read(100)] == frames(0, 5)
+        assert buffer.reader("kafka").read(100).frames == frames(0, 5)
         buffer.close()
 
     def test_rows_are_removed_once_every_sink_acknowledged(self, path: Path):
@@ -50,9 +50,9 @@ class TestDiskBuffer:
         buffer = DiskBuffer(path, ["a", "b"], max_bytes=1 << 20)
         buffer.append(frames(0, 3))
         a, b = buffer.reader("a"), buffer.reader("b")
-        a.ack(a.read(10)[-1].seq)
+        a.ack(a.read(10).last_seq)
         assert buffer.size_bytes == 60
-        b.ack(b.read(10)[-1].seq)
+        b.ack(b.read(10).last_seq)
         assert buffer.size_bytes == 0
         buffer.close()
 
@@ -61,8 +61,8 @@ class TestDiskBuffer:
         buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 24)
         buffer.append(frames(0, 5000))
         reader = buffer.reader("kafka")
-        assert len(reader.read(100)) == 100
-        assert reader.read(1)[0].frame == frames(100, 1)[0]
+        assert len(reader.read(100).frames) == 100
+        assert reader.read(1).frames == frames(100, 1)
         buffer.close()
 
     def test_drop_newest_refuses_what_does_not_fit(self, path: Path):
@@ -70,7 +70,7 @@ class TestDiskBuffer:
         buffer = DiskBuffer(path, ["kafka"], max_bytes=100, when_full="drop_newest")
         assert buffer.append(frames(0, 8)).lost == {"kafka": 3}
         assert buffer.dropped_newest == 3
-        assert [e.frame for e in buffer.reader("kafka").read(10)] == frames(0, 5)
+        assert buffer.reader("kafka").read(10).frames == frames(0, 5)
         buffer.close()
 
     def test_drop_oldest_makes_room(self, path: Path):
@@ -79,14 +79,14 @@ class TestDiskBuffer:
         buffer.append(frames(0, 5))
         assert buffer.append(frames(5, 2)).lost == {"kafka": 2}
         assert buffer.dropped_oldest == 2
-        assert [e.frame for e in buffer.reader("kafka").read(10)] == frames(2, 5)
+        assert buffer.reader("kafka").read(10).frames == frames(2, 5)
         assert buffer.size_bytes <= 100
         buffer.close()
 
     def test_drop_oldest_keeps_the_newest_of_one_oversized_append(self, path: Path):
         buffer = DiskBuffer(path, ["kafka"], max_bytes=100, when_full="drop_oldest")
         assert buffer.append(frames(0, 8)).lost == {"kafka": 3}
-        assert [e.frame for e in buffer.reader("kafka").read(10)] == frames(3, 5)
+        assert buffer.reader("kafka").read(10).frames == frames(3, 5)
         buffer.close()
 
     def test_drop_oldest_counts_only_what_each_sink_had_not_finished(self, path: Path):
@@ -94,9 +94,9 @@ class TestDiskBuffer:
         buffer = DiskBuffer(path, ["kafka", "socketio"], max_bytes=100, when_full="drop_oldest")
         buffer.append(frames(0, 5))
         fast = buffer.reader("socketio")
-        fast.ack(fast.read(10)[-1].seq)
+        fast.ack(fast.read(10).last_seq)
         assert buffer.append(frames(5, 2)).lost == {"kafka": 2, "socketio": 0}
-        assert [e.frame for e in fast.read(10)] == frames(5, 2)
+        assert fast.read(10).frames == frames(5, 2)
         buffer.close()
 
     def test_positions_never_go_back_once_the_buffer_emptied(self, path: Path):
@@ -104,12 +104,12 @@ class TestDiskBuffer:
         buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
         buffer.append(frames(0, 3))
         reader = buffer.reader("kafka")
-        reader.ack(reader.read(10)[-1].seq)
+        reader.ack(reader.read(10).last_seq)
         assert buffer.size_bytes == 0
         buffer.close()
         reopened = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
         reopened.append(frames(3, 2))
-        assert [e.frame for e in reopened.reader("kafka").read(10)] == frames(3, 2)
+        assert reopened.reader("kafka").read(10).frames == frames(3, 2)
         reopened.close()
 
     def test_backlog_counts_and_dates_what_a_sink_has_not_finished(self, path: Path):
@@ -120,7 +120,7 @@ class TestDiskBuffer:
         now[0] = 1005.0
         buffer.append(frames(4, 3))
         reader = buffer.reader("kafka")
-        reader.ack(reader.read(4)[-1].seq)
+        reader.ack(reader.read(4).last_seq)
         assert buffer.backlog("kafka") == (3, 1005.0)
         buffer.close()
 
@@ -129,7 +129,8 @@ class TestDiskBuffer:
         """A corrupted or torn file does not stop the start: it is moved aside and reported, and
         the events before the damage are delivered (SQLite cannot read past a cut file)."""
         buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
-        buffer.append(frames(0, 2000, size=200))
+        for start in range(0, 2000, 100):
+            buffer.append(frames(start, 100, size=200))
         buffer.close()
         for suffix in ("-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -149,11 +150,73 @@ class TestDiskBuffer:
         [(aside, reason, salvaged)] = reports
         assert aside.exists()
         assert reason
-        stored = [e.frame for e in reopened.reader("kafka").read(5000)]
+        stored = reopened.reader("kafka").read(5000).frames
         assert len(stored) == salvaged
         assert stored == frames(0, salvaged, size=200)
         if damage == "torn page":
             assert 0 < salvaged < 2000
         reopened.append(frames(2000, 1, size=200))
-        assert reopened.reader("kafka").read(5000)[-1].frame == frames(2000, 1, size=200)[0]
+        assert reopened.reader("kafka").read(5000).frames[-1] == frames(2000, 1, size=200)[0]
         reopened.close()
+
+    def test_a_sink_no_longer_configured_holds_nothing_back(self, path: Path):
+        """Dropping a sink from ORDER_EVENT_MODE frees the events only it had not read."""
+        buffer = DiskBuffer(path, ["kafka", "socketio"], max_bytes=1 << 20)
+        buffer.append(frames(0, 5))
+        buffer.close()
+        reopened = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
+        reader = reopened.reader("kafka")
+        reader.ack(reader.read(10).last_seq)
+        assert reopened.size_bytes == 0
+        reopened.append(frames(5, 1))
+        assert reopened.backlog("kafka")[0] == 1
+        reopened.close()
+
+    def test_a_run_that_no_longer_unpacks_keeps_one_frame_per_position(self, path: Path):
+        """Damaged bytes inside a stored run: its raw bytes and empty frames, never a skip."""
+        buffer = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
+        buffer.append(frames(0, 2))
+        buffer.append(frames(2, 3))
+        buffer.append(frames(5, 2))
+        buffer.close()
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE runs SET frames = x'c1c1' WHERE last_seq = 5")
+        db.close()
+        reopened = DiskBuffer(path, ["kafka"], max_bytes=1 << 20)
+        run = reopened.reader("kafka").read(10)
+        assert (run.first_seq, run.frames) == (
+            1,
+            [*frames(0, 2), b"\xc1\xc1", b"", b"", *frames(5, 2)],
+        )
+        reopened.close()
+
+
+class TestUpgrade:
+    def test_a_buffer_stored_one_row_per_event_is_delivered_in_order(self, path: Path):
+        """A file written before events were stored in runs keeps what no sink had finished."""
+        with sqlite3.connect(path) as db:
+            db.executescript(
+                """
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    stored_at REAL NOT NULL,
+                    frame BLOB NOT NULL
+                );
+                CREATE TABLE cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
+                """
+            )
+            db.executemany(
+                "INSERT INTO events (stored_at, frame) VALUES (?, ?)",
+                [(1000.0, frame) for frame in frames(0, 2500)],
+            )
+            db.executemany(
+                "INSERT INTO cursors VALUES (?, ?)", [("kafka", 1200), ("socketio", 2500)]
+            )
+        db.close()
+        buffer = DiskBuffer(path, ["kafka", "socketio"], max_bytes=1 << 24)
+        assert buffer.backlog("kafka") == (1300, 1000.0)
+        assert buffer.reader("kafka").read(5000).frames == frames(1200, 1300)
+        assert buffer.backlog("socketio") == (0, None)
+        buffer.append(frames(2500, 1))
+        assert buffer.reader("kafka").read(5000).frames[-1] == frames(2500, 1)[0]
+        buffer.close()

@@ -8,7 +8,6 @@ with both Kafka clients.
 from __future__ import annotations
 
 import json
-import sqlite3
 import statistics
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 from emitter.contract import decode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.backlog import BUFFER_FILE
+from forwarder.buffer import DiskBuffer
 from tests.support.broker import consume
 from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
 
@@ -129,9 +129,12 @@ def expected(numbers: range) -> dict[str, list[int]]:
 
 
 def stored_numbers(state_dir: Path) -> list[int]:
-    """What a stopped forwarder left in its buffer, read straight from the file."""
-    with sqlite3.connect(state_dir / BUFFER_FILE) as db:
-        frames = [row[0] for row in db.execute("SELECT frame FROM events ORDER BY seq")]
+    """What a stopped forwarder left in its buffer for Kafka, read straight from the file."""
+    buffer = DiskBuffer(state_dir / BUFFER_FILE, ["kafka"], max_bytes=1 << 30)
+    try:
+        frames = buffer.reader("kafka").read(1_000_000).frames
+    finally:
+        buffer.close()
     return [decode_envelope(frame).data["n"] for frame in frames]
 
 
