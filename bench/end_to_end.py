@@ -126,10 +126,13 @@ def forwarder_rate(bootstrap: str, run_dir: Path, count: int, client: str) -> fl
         push = context.socket(zmq.PUSH)
         push.setsockopt(zmq.SNDHWM, 0)
         push.connect(env["FORWARDER_ENDPOINT"])
+        # Like the raw loop's warm-up record: the producer is connected and the topic exists.
+        push.send(encode_envelope(envelope(count)))
+        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= 1)
         started = time.perf_counter()
         for frame in frames:
             push.send(frame)
-        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count)
+        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + 1)
         elapsed = time.perf_counter() - started
         push.close(linger=0)
         context.term()
