@@ -182,7 +182,7 @@ class Settings:
     endpoint: str = ""
     socket_group: str | None = None
     state_dir: Path = Path()
-    batch_max: int = 500
+    batch_max: int = 5000
     batch_linger_ms: int = 5
     queue_max: int = 100_000
     buffer: BufferKind = "disk"

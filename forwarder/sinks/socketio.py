@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import socketio
@@ -16,13 +16,16 @@ from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
 from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery, Sink
 
-__all__ = ["SocketIOSink"]
+__all__ = ["CALL_MAX", "SocketIOSink"]
+
+CALL_MAX: Final = 500
+"""Most events in one relay call: a call stays far below the 1 MB a Socket.IO server accepts."""
 
 log = structlog.get_logger(__name__)
 
 
 class SocketIOSink(Sink):
-    """A python-socketio client on the relay namespace, sending one acknowledged call per batch.
+    """A python-socketio client on the relay namespace, sending acknowledged calls of CALL_MAX.
 
     Reconnection is ours, not the client's: its automatic reconnection is off and `deliver`
     connects (bounded by SOCKETIO_ACK_TIMEOUT_S) whenever it finds the client disconnected,
@@ -55,7 +58,8 @@ class SocketIOSink(Sink):
         return envelope.browser
 
     def deliver(self, batch: Sequence[Envelope]) -> Delivery:
-        """Relay the batch in one acknowledged call; unacknowledged indices come back retriable."""
+        """Relay the batch in acknowledged calls, in order; what the relay did not acknowledge
+        comes back retriable, and nothing after it is sent."""
         items: list[Any] = []
         sent: list[int] = []
         failed: dict[int, SinkError] = {}
@@ -72,11 +76,16 @@ class SocketIOSink(Sink):
             sent.append(index)
         if not items:
             return Delivery(failed)
+        acknowledged = 0
         with self._lock:
             self._connect()
-            acknowledged, reason = self._call(items)
-        error = RetriableSinkError(reason)
-        failed.update(dict.fromkeys(sent[acknowledged:], error))
+            for start in range(0, len(items), CALL_MAX):
+                call = items[start : start + CALL_MAX]
+                emitted, reason = self._call(call)
+                acknowledged += emitted
+                if emitted < len(call):
+                    failed.update(dict.fromkeys(sent[acknowledged:], RetriableSinkError(reason)))
+                    break
         return Delivery(failed)
 
     def check(self) -> str:

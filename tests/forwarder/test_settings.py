@@ -22,7 +22,7 @@ class TestDefaults:
         assert settings.modes == ("SOCKETIO",)
         assert settings.endpoint == f"ipc://{tmp_path}/openalgo-forwarder/events.sock"
         assert (settings.batch_max, settings.batch_linger_ms, settings.queue_max) == (
-            500,
+            5000,
             5,
             100_000,
         )

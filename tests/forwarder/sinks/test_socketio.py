@@ -18,7 +18,7 @@ from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE
 from forwarder.errors import PermanentSinkError, RetriableSinkError
 from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery
-from forwarder.sinks.socketio import SocketIOSink
+from forwarder.sinks.socketio import CALL_MAX, SocketIOSink
 from tests.support.socketio_server import (
     RelayServer,
     browser_batch,
@@ -235,6 +235,26 @@ class TestSocketIOSinkAcknowledgements:
         assert sorted(delivery.failed) == [2, 3, 4]
         assert all(isinstance(e, RetriableSinkError) for e in delivery.failed.values())
         assert "emitted 2 of 5" in str(delivery.failed[2])
+
+    def test_a_batch_larger_than_one_call_goes_in_order_in_calls_of_call_max(
+        self, scripted, make_sink
+    ):
+        """Each call stays small for the relay; together they carry the batch in order."""
+        relay, url = scripted
+        relay.answers = [CALL_MAX, CALL_MAX, 200]
+        batch = [envelope(n, "order_event", {"n": n}) for n in range(2 * CALL_MAX + 200)]
+        assert make_sink(url).deliver(batch).complete
+        assert [len(call) for call in relay.batches] == [CALL_MAX, CALL_MAX, 200]
+        assert [item[1]["n"] for call in relay.batches for item in call] == list(range(len(batch)))
+
+    def test_a_short_count_in_a_later_call_stops_the_batch_there(self, scripted, make_sink):
+        """Events after the first one the relay did not emit are not sent: order is kept."""
+        relay, url = scripted
+        relay.answers = [CALL_MAX, 10]
+        batch = [envelope(n, "order_event", {"n": n}) for n in range(3 * CALL_MAX)]
+        delivery = make_sink(url).deliver(batch)
+        assert sorted(delivery.failed) == list(range(CALL_MAX + 10, 3 * CALL_MAX))
+        assert len(relay.batches) == 2
 
     @pytest.mark.parametrize("answer", [None, "3", True, -1])
     def test_an_answer_that_is_no_count_acknowledges_nothing(self, scripted, make_sink, answer):
