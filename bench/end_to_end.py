@@ -6,9 +6,10 @@ Run:  .venv/bin/python -m bench.end_to_end            (about two minutes)
 
 Throughput, for each Kafka client (kafka-python, confluent): N pre-encoded events pushed as fast
 as ZeroMQ takes them into a forwarder subprocess (ORDER_EVENT_MODE=KAFKA, acks=all, idempotent,
-every other setting at its default), timed until its stats say all were acknowledged; beside it,
-a raw producer loop of the same client with the same producer settings sending the same values,
-keys and headers, timed until flush() returns. Latency: the real
+every other setting at its default), timed from after one warm-up event was delivered until its
+stats say all were acknowledged; beside it, a raw producer loop of the same client with the same
+producer settings sending the same values, keys and headers, timed from after one warm-up record
+until flush() returns. Latency: the real
 emitter publishes at 1,000 events/s into a forwarder in SOCKETIO,KAFKA mode; emit to broker
 acknowledgement is the age of each batch's oldest event when Kafka acknowledged it (from the
 forwarder's `batch_delivered` lines), emit to browser the arrival time at a browser tab.
