@@ -423,9 +423,12 @@ def describe(path: Path, max_bytes: int) -> str:
                 "SELECT COUNT(*), COALESCE(SUM(length(frame)), 0) FROM events"
             ).fetchone()
         else:
-            count, size = db.execute(
-                "SELECT COALESCE(SUM(count), 0), COALESCE(SUM(size), 0) FROM runs"
+            count, size, first = db.execute(
+                "SELECT COALESCE(SUM(count), 0), COALESCE(SUM(size), 0),"
+                " MIN(last_seq - count + 1) FROM runs"
             ).fetchone()
+            if first is not None:  # the front of the oldest run may be finished by every sink
+                count -= max(0, _floor(db) - first + 1)
     except sqlite3.DatabaseError as exc:
         raise RuntimeError(f"{path} is damaged ({exc}): it will be set aside at start") from exc
     finally:

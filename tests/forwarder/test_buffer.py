@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.buffer import DiskBuffer
+from forwarder.buffer import DiskBuffer, describe
 
 
 def frames(start: int, count: int, size: int = 20) -> list[bytes]:
@@ -219,4 +219,18 @@ class TestUpgrade:
         assert buffer.backlog("socketio") == (0, None)
         buffer.append(frames(2500, 1))
         assert buffer.reader("kafka").read(5000).frames[-1] == frames(2500, 1)[0]
+        buffer.close()
+
+
+class TestDescribe:
+    def test_counts_what_some_sink_has_not_finished(self, path: Path):
+        """`check` reports the events still held, not those every sink finished."""
+        assert describe(path, 1 << 20) == f"{path} (created at start), up to 1,048,576 bytes"
+        buffer = DiskBuffer(path, ["kafka", "socketio"], max_bytes=1 << 20)
+        buffer.append(frames(0, 10))
+        for sink in ("kafka", "socketio"):
+            reader = buffer.reader(sink)
+            reader.ack(reader.read(4).last_seq)
+        reader.ack(reader.read(2).last_seq)
+        assert describe(path, 1 << 20) == f"{path}: 6 events held, 200 of 1,048,576 bytes"
         buffer.close()
