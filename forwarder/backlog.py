@@ -8,7 +8,6 @@ nothing the forwarder received.
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
 import time
@@ -128,29 +127,28 @@ class _MemoryBacklog:
     def __init__(self, sink: Sink, counters: SinkCounters, queue_max: int) -> None:
         self._sink = sink
         self._counters = counters
-        self._queue: queue.Queue[Envelope] = queue.Queue(maxsize=queue_max)
+        self._queue_max = queue_max
+        self._queued: deque[Envelope] = deque()
+        self._arrived = threading.Condition()
         self._taken: list[Envelope] = []
         self._dropped = _Dropped("queue_full")
 
     def offer(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            if not self._sink.wants(envelope):
-                continue
-            try:
-                self._queue.put_nowait(envelope)
-            except queue.Full:
-                self._dropped.add(self._sink.name, self._counters, 1)
+        """Queue what the sink wants; what does not fit in FORWARDER_QUEUE_MAX is dropped."""
+        wanted = list(filter(self._sink.wants, envelopes))
+        with self._arrived:
+            kept = wanted[: max(0, self._queue_max - len(self._queued))]
+            self._queued.extend(kept)
+            self._arrived.notify()
+        if len(kept) < len(wanted):
+            self._dropped.add(self._sink.name, self._counters, len(wanted) - len(kept))
 
     def take(self, limit: int, wait_s: float) -> Batch:
-        taken: list[Envelope] = []
-        try:
-            taken.append(
-                self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait()
-            )
-            while len(taken) < limit:
-                taken.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
+        queued = self._queued
+        with self._arrived:
+            if not queued and wait_s > 0:
+                self._arrived.wait(wait_s)
+            taken = [queued.popleft() for _ in range(min(limit, len(queued)))]
         self._taken.extend(taken)
         return Batch(taken)
 
@@ -158,10 +156,10 @@ class _MemoryBacklog:
         del self._taken[: len(batch)]
 
     def depth(self) -> int:
-        return self._queue.qsize() + len(self._taken)
+        return len(self._queued) + len(self._taken)
 
     def oldest_age_s(self) -> float | None:
-        held = self._taken or self._queue.queue
+        held = self._taken or self._queued
         try:
             return max(0.0, (time.time_ns() - held[0].ts) / 1e9)
         except IndexError:
