@@ -1,12 +1,12 @@
 """What the disk buffer costs: events per second through the forwarder, buffered and not.
 
-Run:  .venv/bin/python -m bench.buffer_throughput            (about a minute)
+Run:  .venv/bin/python -m bench.buffer_throughput            (about half a minute)
       .venv/bin/python -m bench.buffer_throughput --quick    (a smoke run of a few seconds)
 
 The real pipeline (ZeroMQ PULL, decode, store, batcher, worker) runs in this process with a sink
 that acknowledges at once and keeps nothing, so the sink costs nothing and the figure is the
 forwarder's own ceiling. A second process pushes pre-encoded events as fast as ZeroMQ takes them.
-Each configuration runs three times, interleaved; the table shows the median.
+Each configuration runs five times, interleaved; the table shows the median.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The forwarder end to end on the embedded broker: throughput against the raw client, latency at
 1,000 events/s to Kafka and to a browser tab, and what the idle daemon costs.
 
-Run:  .venv/bin/python -m bench.end_to_end            (about two minutes)
+Run:  .venv/bin/python -m bench.end_to_end            (about a minute and a half)
       .venv/bin/python -m bench.end_to_end --quick    (a smoke run of about half a minute)
 
 Throughput, for each Kafka client (kafka-python, confluent): N pre-encoded events pushed as fast
