@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: bench demo test test-unit test-integration test-fast coverage lint format clean browser-deps
+.PHONY: bench demo test test-unit test-integration test-fast coverage lint format clean browser-deps systemd-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,23 +35,23 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.chart $(BENCH_OUT)
 
 ## test: lint, then the whole suite (unit, integration against the embedded broker, browser)
-test: lint browser-deps
+test: lint browser-deps systemd-deps
 	$(PYTEST)
 
 ## test-unit: the fast tests, no external service started
-test-unit: $(STAMP)
+test-unit: $(STAMP) systemd-deps
 	$(PYTEST) -m "not integration and not browser"
 
 ## test-integration: the tests that start the broker, servers and the forwarder subprocess
-test-integration: $(STAMP) browser-deps
+test-integration: $(STAMP) browser-deps systemd-deps
 	$(PYTEST) -m "integration or browser"
 
 ## test-fast: the whole suite on every core
-test-fast: $(STAMP) browser-deps
+test-fast: $(STAMP) browser-deps systemd-deps
 	$(PYTEST) -n auto
 
 ## coverage: the whole suite with branch coverage; fails under 90%
-coverage: $(STAMP) browser-deps
+coverage: $(STAMP) browser-deps systemd-deps
 	$(BIN)/coverage erase
 	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q
@@ -77,6 +77,16 @@ browser-deps: $(BROWSER_STAMP)
 			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 		else \
 			echo "browser-deps: /usr/bin/chromium is missing; as root: apt-get install chromium" >&2; \
+		fi; \
+	fi
+
+## systemd-deps: systemd-analyze and systemd's env-file parser (Debian's systemd), for the unit tests
+systemd-deps:
+	@if ! command -v systemd-analyze >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd; \
+		else \
+			echo "systemd-deps: systemd-analyze is missing; as root: apt-get install systemd" >&2; \
 		fi; \
 	fi
 

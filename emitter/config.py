@@ -22,7 +22,7 @@ __all__ = [
 SOCKET_NAME: Final = "events.sock"
 RUNTIME_SUBDIR: Final = "openalgo-forwarder"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 class ConfigError(ValueError):
@@ -36,15 +36,16 @@ class ConfigError(ValueError):
 
 
 def env_str(env: Mapping[str, str], name: str, default: str, *, allow_empty: bool = False) -> str:
-    """A string setting, stripped; an empty one is refused unless the caller allows it."""
-    value = env.get(name, default).strip()
+    """A string setting, stripped, empty meaning the default; no value at all is refused unless
+    the caller allows it."""
+    value = env.get(name, "").strip() or default
     if not value and not allow_empty:
         raise ConfigError(name, value, "a non-empty string")
     return value
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    """An integer setting no smaller than `minimum`."""
+    """An integer setting no smaller than `minimum`; empty means the default."""
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
@@ -59,9 +60,9 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0
 
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """A yes/no setting in any of the usual spellings."""
+    """A yes/no setting in any of the usual spellings; empty means the default."""
     raw = env.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():
         return default
     lowered = raw.strip().lower()
     if lowered in _TRUE:

@@ -12,14 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from dotenv import dotenv_values
-
 from emitter.config import ConfigError
 from forwarder import buffer, logs
 from forwarder.backlog import BUFFER_FILE
 from forwarder.control import ControlError, control_path, query, render_stats
 from forwarder.deadletter import DeadLetters
 from forwarder.deadletter_commands import add_dead_letter_arguments, run_dead_letters
+from forwarder.envfile import EnvFile, EnvFileError, read_env_file
 from forwarder.logview import add_logs_arguments, run_logs
 from forwarder.notify import Notifier
 from forwarder.service import Forwarder
@@ -39,20 +38,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "logs":
         return run_logs(args)
-    if args.command == "stats" and args.socket is not None:
-        return _print_stats(args.socket, as_json=args.json)
     try:
-        settings = Settings.from_env(_environment(args.env_file))
-        if args.command == "stats":
-            path = control_path(settings.endpoint, settings.state_dir)
-            return _print_stats(path, as_json=args.json)
-        if args.command == "dead-letters":
-            return run_dead_letters(args, settings)
-        command: Callable[[Settings], int] = args.command
-        return command(settings)
+        return _dispatch(args)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "stats" and args.socket is not None:
+        return _print_stats(args.socket, as_json=args.json)
+    env_file = _read_env_file(args.env_file)
+    settings = Settings.from_env(_environment(env_file))
+    if args.command == "stats":
+        return _print_stats(control_path(settings.endpoint, settings.state_dir), as_json=args.json)
+    if args.command == "dead-letters":
+        return run_dead_letters(args, settings)
+    if args.command == "check":
+        return _check(settings, args.env_file, env_file)
+    return _run(settings)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Deliver OpenAlgo events from the local socket to Kafka and Socket.IO.",
     )
     env_file_help = (
-        "read settings from this KEY=VALUE file (as .sample.env); a variable already set in the "
-        "environment wins over the file"
+        "read settings from this KEY=VALUE file (as .sample.env), parsed as systemd's "
+        "EnvironmentFile= parses it; a variable already set in the environment wins over the file"
     )
     parser.add_argument("--env-file", type=Path, metavar="PATH", help=env_file_help)
     # Accepted after the command too (`check --env-file F`), without overriding one given before.
@@ -72,10 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     add_command = functools.partial(commands.add_parser, parents=[after_command])
-    add_command("run", help="forward events until SIGTERM or SIGINT").set_defaults(command=_run)
+    add_command("run", help="forward events until SIGTERM or SIGINT").set_defaults(command="run")
     add_command(
         "check", help="validate the settings and reach each sink once; exit 0 when all is well"
-    ).set_defaults(command=_check)
+    ).set_defaults(command="check")
     stats = add_command("stats", help="ask the running forwarder for its counters, per sink")
     stats.add_argument("--json", action="store_true", help="print the counters as JSON")
     stats.add_argument(
@@ -107,14 +111,21 @@ def _print_stats(path: Path, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _environment(env_file: Path | None) -> dict[str, str]:
+def _read_env_file(path: Path | None) -> EnvFile | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ConfigError("--env-file", str(path), "the path of a readable file")
+    try:
+        return read_env_file(path)
+    except EnvFileError as exc:
+        raise ConfigError("--env-file", str(path), f"a file systemd can read ({exc})") from None
+
+
+def _environment(env_file: EnvFile | None) -> dict[str, str]:
     """The process environment, filled in (never overridden) from the env file."""
-    if env_file is None:
-        return dict(os.environ)
-    if not os.access(env_file, os.R_OK) or not env_file.is_file():
-        raise ConfigError("--env-file", str(env_file), "the path of a readable file")
-    from_file = dotenv_values(env_file, interpolate=False)
-    return {key: value for key, value in from_file.items() if value is not None} | dict(os.environ)
+    from_file = {} if env_file is None else env_file.values
+    return from_file | dict(os.environ)
 
 
 def _run(settings: Settings) -> int:
@@ -135,10 +146,13 @@ def _run(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _check(settings: Settings) -> int:
+def _check(settings: Settings, path: Path | None, env_file: EnvFile | None) -> int:
     logs.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
     report = _Report()
     report.line("configuration", True, _describe(settings))
+    if path is not None and env_file is not None:
+        for line, note in env_file.notes:
+            report.warn(f"{path} line {line}", note)
     report.attempt(
         "endpoint", Source(settings.endpoint, socket_group=settings.socket_group).describe
     )
@@ -169,6 +183,10 @@ class _Report:
     def line(self, what: str, ok: bool, detail: str) -> None:
         self.all_ok = self.all_ok and ok
         print(f"{'ok' if ok else 'FAILED':<7}{what}: {detail}", flush=True)
+
+    def warn(self, what: str, detail: str) -> None:
+        """Worth a look, not a failure: the exit status stays 0."""
+        print(f"{'warn':<7}{what}: {detail}", flush=True)
 
     def attempt(self, what: str, probe: Callable[[], str]) -> None:
         try:

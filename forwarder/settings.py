@@ -29,6 +29,8 @@ WHEN_FULL: Final = ("drop_newest", "drop_oldest")
 FSYNC: Final = ("always", "batch", "off")
 MIN_BUFFER_BYTES: Final = 1 << 20
 MIN_DEAD_LETTER_BYTES: Final = 64 << 10
+MIN_RELAY_SECRET_LENGTH: Final = 16
+"""What emitter.relay accepts; not imported from there, which needs the Socket.IO package."""
 
 LogFormat = Literal["auto", "json", "console"]
 BufferKind = Literal["disk", "memory"]
@@ -38,7 +40,7 @@ KafkaClient = Literal["kafka-python", "confluent"]
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, default).strip()
+    value = env.get(name, "").strip() or default
     matched = next((c for c in choices if c.lower() == value.lower()), None)
     if matched is None:
         raise ConfigError(name, value, "one of " + ", ".join(choices))
@@ -139,6 +141,7 @@ class SocketIOSettings:
     url: str = "http://127.0.0.1:5000"
     namespace: str = "/openalgo-forwarder"
     relay_secret: str = field(default="", repr=False)
+    """Empty until the operator sets it: the sink then holds events and says what is missing."""
     ack_timeout_s: int = 5
 
     @classmethod
@@ -153,11 +156,12 @@ class SocketIOSettings:
                 "SOCKETIO_NAMESPACE", namespace, "a namespace such as /openalgo-forwarder, not /"
             )
         secret = env.get("SOCKETIO_RELAY_SECRET", "")
-        if len(secret) < 16:
+        if 0 < len(secret) < MIN_RELAY_SECRET_LENGTH:
             raise ConfigError(
                 "SOCKETIO_RELAY_SECRET",
-                "<hidden>" if secret else "",
-                "a shared secret of at least 16 characters (the same as the relay's)",
+                "<hidden>",
+                f"a shared secret of at least {MIN_RELAY_SECRET_LENGTH} characters (the same as "
+                "the relay's), or empty until it is known",
             )
         return cls(
             url=url,
@@ -257,7 +261,7 @@ class Settings:
 
 
 def _modes(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("ORDER_EVENT_MODE", "SOCKETIO")
+    raw = env.get("ORDER_EVENT_MODE", "").strip() or "SOCKETIO"
     accepted = "SOCKETIO, KAFKA or SOCKETIO,KAFKA"
     names = [part.strip().upper() for part in raw.split(",")]
     if not all(names) or any(name not in MODES for name in names) or len(set(names)) != len(names):

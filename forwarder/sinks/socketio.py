@@ -32,9 +32,10 @@ class SocketIOSink(Sink):
     so every attempt runs on the caller's thread and the retry policy above the sinks paces
     them. The client buffers nothing while disconnected, so nothing is sent behind our back.
 
-    A refused secret is retriable, logged as `relay_auth_refused`: the events wait in the
-    queue while the operator fixes SOCKETIO_RELAY_SECRET on either side, instead of being
-    dead-lettered for a mistake that says nothing about the events themselves.
+    A refused secret is retriable, logged as `relay_auth_refused`, and so is a secret not set
+    yet (`relay_secret_missing`): the events wait in the queue while the operator fixes
+    SOCKETIO_RELAY_SECRET on either side, instead of being dead-lettered for a mistake that says
+    nothing about the events themselves.
 
     Payloads go out as `msgspec.to_builtins(data)`, so bytes and datetimes reach browsers as
     the base64 and ISO-8601 strings Kafka's JSON carries. Items the relay would skip fail
@@ -106,6 +107,11 @@ class SocketIOSink(Sink):
         if self._client.connected:
             return
         settings = self._settings
+        if not settings.relay_secret:
+            log.warning("relay_secret_missing", url=settings.url, namespace=settings.namespace)
+            raise RetriableSinkError(
+                "SOCKETIO_RELAY_SECRET is not set: set the secret the app passes to install_relay()"
+            )
         self._refusal = None
         try:
             self._client.connect(

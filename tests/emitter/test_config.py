@@ -136,16 +136,17 @@ class TestEnvBool:
             ("on", True),
             ("0", False),
             ("off", False),
-            ("", False),
         ],
     )
     def test_the_usual_spellings_are_understood(self, raw: str, value: bool):
         """Operators write yes/no in many ways; all common ones work."""
         assert env_bool({"B": raw}, "B", default=not value) is value
 
-    def test_unset_means_the_default(self):
-        """An absent flag keeps its default."""
-        assert env_bool({}, "B", default=True) is True
+    @pytest.mark.parametrize("env", [{}, {"B": ""}, {"B": "  "}])
+    def test_unset_or_empty_means_the_default(self, env):
+        """An absent flag, or `B=` in an env file, keeps its default."""
+        assert env_bool(env, "B", default=True) is True
+        assert env_bool(env, "B", default=False) is False
 
     def test_anything_else_is_refused(self):
         """A value that is neither yes nor no is an error naming the choices."""
@@ -155,8 +156,12 @@ class TestEnvBool:
 
 
 class TestEnvStr:
-    def test_empty_is_refused_unless_allowed(self):
-        """A required text setting cannot be blank."""
+    def test_empty_means_the_default(self):
+        """`S=` in an env file leaves the default."""
+        assert env_str({"S": "  "}, "S", "fallback") == "fallback"
+
+    def test_no_value_at_all_is_refused_unless_allowed(self):
+        """A required text setting without a default cannot be blank."""
         with pytest.raises(ConfigError):
             env_str({"S": "  "}, "S", "")
         assert env_str({"S": "  "}, "S", "", allow_empty=True) == ""

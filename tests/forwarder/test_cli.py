@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from forwarder.buffer import DiskBuffer
+from tests.support import systemd
 from tests.support.broker import free_port
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
+from tests.support.forwarder import ROOT, ForwarderProcess, forwarder_env, run_cli
 
 pytestmark = pytest.mark.integration  # every test here starts the forwarder as a subprocess
 
@@ -98,6 +99,55 @@ class TestConfigErrors:
         )
         assert_one_config_error(result, "SOCKETIO_RELAY_SECRET", "16 characters")
         assert "tooshort" not in result.stderr
+
+
+class TestEnvFile:
+    def test_the_shipped_sample_passes_the_configuration_check_as_it_stands(self, tmp_path):
+        """`cp .sample.env forwarder.env && check --env-file forwarder.env`: no setting is
+        refused; what is left is the relay secret nobody can ship, reported on its sink line."""
+        env_file = tmp_path / "forwarder.env"
+        env_file.write_bytes((ROOT / ".sample.env").read_bytes())
+        clean = {"PATH": forwarder_env(tmp_path)["PATH"], "HOME": str(tmp_path)}
+        result = run_cli("check", "--env-file", str(env_file), env=clean)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "is not valid" not in result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("ok     configuration: modes SOCKETIO")
+        assert not [line for line in lines if line.startswith("warn")]
+        [failed] = [line for line in lines if line.startswith("FAILED")]
+        assert failed.startswith("FAILED sink socketio: SOCKETIO_RELAY_SECRET is not set")
+
+    def test_a_value_means_what_systemd_makes_of_it_and_check_warns(self, env, tmp_path):
+        """An inline `# comment` is part of the value for EnvironmentFile=, so for --env-file
+        too; `check` names the line where a dotenv reader would have expected otherwise."""
+        env_file = tmp_path / "forwarder.env"
+        env_file.write_text("# settings\nKAFKA_ORDER_EVENTS_TOPIC=orders # the topic\n")
+        assert systemd.environment_file(env_file) == {
+            "KAFKA_ORDER_EVENTS_TOPIC": "orders # the topic"
+        }
+        result = run_cli(
+            "check",
+            "--env-file",
+            str(env_file),
+            env=env
+            | {
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+                "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS": "1000",
+            },
+        )
+        assert " topic orders # the topic " in result.stdout
+        [warning] = [line for line in result.stdout.splitlines() if line.startswith("warn")]
+        assert warning == (
+            f"warn   {env_file} line 2: KAFKA_ORDER_EVENTS_TOPIC: systemd keeps '#' and what "
+            "follows it as part of the value (it is no comment there)"
+        )
+
+    def test_a_file_systemd_would_refuse_exits_2(self, env, tmp_path):
+        """Invalid UTF-8 stops systemd from starting the unit: the command says so at once."""
+        env_file = tmp_path / "forwarder.env"
+        env_file.write_bytes(b"KAFKA_CLIENT_ID=caf\xe9\n")
+        result = run_cli("run", "--env-file", str(env_file), env=env)
+        assert_one_config_error(result, "--env-file", "line 1: invalid UTF-8")
 
 
 class TestUsage:

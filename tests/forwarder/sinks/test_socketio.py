@@ -195,6 +195,18 @@ class TestSocketIOSinkOutage:
         wait_until(lambda: "refused (wrong secret)" in server.log_text(), "the relay's warning")
         assert WRONG not in server.log_text()
 
+    def test_a_secret_not_set_yet_holds_events_and_names_the_setting(self, server, make_sink):
+        """An empty SOCKETIO_RELAY_SECRET (the shipped .sample.env) is retriable: events wait,
+        the relay never sees a connection, and the error says which setting to fill in."""
+        sink = make_sink(server.url, "")
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(RetriableSinkError, match="SOCKETIO_RELAY_SECRET is not set"):
+                sink.deliver(browser_batch()[:1])
+            with pytest.raises(RetriableSinkError, match="SOCKETIO_RELAY_SECRET is not set"):
+                sink.check()
+        assert [entry["event"] for entry in logs] == ["relay_secret_missing"] * 2
+        assert "relay client" not in server.log_text()
+
 
 class ScriptedRelay:
     """A relay stand-in on a real server whose acknowledgements the test chooses."""
