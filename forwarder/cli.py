@@ -19,6 +19,7 @@ from forwarder.control import ControlError, control_path, query, render_stats
 from forwarder.deadletter import DeadLetters
 from forwarder.deadletter_commands import add_dead_letter_arguments, run_dead_letters
 from forwarder.envfile import EnvFile, EnvFileError, read_env_file
+from forwarder.errors import StartupError
 from forwarder.logview import add_logs_arguments, run_logs
 from forwarder.notify import Notifier
 from forwarder.service import Forwarder
@@ -34,13 +35,14 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; exit status 2 with one line on stderr when a setting cannot be used."""
+    """Entry point; exit status 2 with one line on stderr when a setting cannot be used or the
+    daemon cannot take what it needs at start."""
     args = _parser().parse_args(argv)
     if args.command == "logs":
         return run_logs(args)
     try:
         return _dispatch(args)
-    except ConfigError as exc:
+    except (ConfigError, StartupError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

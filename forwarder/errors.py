@@ -2,6 +2,7 @@
 
 ForwarderError
 ├── ConfigError          (re-exported from emitter.config: variable, value, accepted)
+├── StartupError         something the daemon needs at start is taken or refused (exit status 2)
 └── SinkError
     ├── RetriableSinkError   the same events may succeed later: back off and send again
     └── PermanentSinkError   these events will never be accepted: dead-letter them
@@ -11,11 +12,22 @@ from __future__ import annotations
 
 from emitter.config import ConfigError
 
-__all__ = ["ConfigError", "ForwarderError", "PermanentSinkError", "RetriableSinkError", "SinkError"]
+__all__ = [
+    "ConfigError",
+    "ForwarderError",
+    "PermanentSinkError",
+    "RetriableSinkError",
+    "SinkError",
+    "StartupError",
+]
 
 
 class ForwarderError(Exception):
     """Base of every error the forwarder raises on purpose."""
+
+
+class StartupError(ForwarderError):
+    """A port, a socket, a lock or a directory the daemon needs at start could not be taken."""
 
 
 class SinkError(ForwarderError):

@@ -14,6 +14,7 @@ from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
 from forwarder.backlog import Store, open_store
 from forwarder.control import ControlServer, control_path
 from forwarder.deadletter import DeadLetters, frame_event_id
+from forwarder.errors import ConfigError, ForwarderError, StartupError
 from forwarder.metrics import BatchLatency, MetricsServer
 from forwarder.notify import Notifier
 from forwarder.retry import Clock, SystemClock
@@ -72,18 +73,14 @@ class Forwarder:
         self._stop.set()
 
     def run(self) -> None:
-        """Forward until stop(), then deliver what is held within the shutdown timeout."""
+        """Forward until stop(), then deliver what is held within the shutdown timeout.
+
+        Whatever stops the start (a port or socket in use, a locked or unwritable directory)
+        is raised as one StartupError (a ConfigError stays one), so the command prints one line.
+        """
         started = False
         try:
-            self._dead_letters.prepare()
-            self._store = open_store(self._settings, self._sinks, self.stats, self._dead_letters)
-            self._workers = [self._worker(sink, self._store) for sink in self._sinks]
-            self._source.bind()
-            self._control.start()
-            if self._metrics is not None:
-                self._metrics.start()
-            for worker in self._workers:
-                worker.start()
+            self._start()
             started = True
             self._notifier.ready(self._status())
             log.info(
@@ -109,6 +106,27 @@ class Forwarder:
             if self._metrics is not None:
                 self._metrics.close()
             self._notifier.close()
+
+    def _start(self) -> None:
+        try:
+            self._dead_letters.prepare()
+            self._store = open_store(self._settings, self._sinks, self.stats, self._dead_letters)
+            self._workers = [self._worker(sink, self._store) for sink in self._sinks]
+            self._source.bind()
+            self._control.start()
+            if self._metrics is not None:
+                self._metrics.start()
+            for worker in self._workers:
+                worker.start()
+        except (ConfigError, StartupError):
+            raise
+        except ForwarderError as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"cannot start: {exc}") from exc
+        except Exception as exc:  # unforeseen: one line for the operator, the traceback logged
+            log.exception("forwarder_start_failed")
+            raise StartupError(f"cannot start: {type(exc).__name__}: {exc}") from exc
 
     def _worker(self, sink: Sink, store: Store) -> SinkWorker:
         return SinkWorker(

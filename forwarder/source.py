@@ -108,11 +108,16 @@ class Source:
         if not directory.exists():
             if not create:
                 return f"directory {directory} will be created with mode {self._dir_mode:04o}"
-            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            directory.mkdir(mode=self._dir_mode)
-            os.chmod(directory, self._dir_mode)
-            if self._gid is not None:
-                os.chown(directory, -1, self._gid)
+            try:
+                directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                directory.mkdir(mode=self._dir_mode)
+                os.chmod(directory, self._dir_mode)
+                if self._gid is not None:
+                    os.chown(directory, -1, self._gid)
+            except OSError as exc:
+                raise self._error(
+                    f"an ipc path whose directory {directory} can be made ({exc.strerror})"
+                ) from exc
         info = directory.lstat()
         if not stat.S_ISDIR(info.st_mode):
             raise self._error(f"an ipc path whose parent {directory} is a real directory")

@@ -93,6 +93,11 @@ class TestUnitMatchesTheCode:
         """systemd waits longer than the forwarder's own shutdown drain before killing it."""
         assert seconds(one("TimeoutStopSec")) > Settings().shutdown_timeout_s
 
+    def test_a_configuration_error_is_not_restarted(self):
+        """Exit status 2 needs the operator: restarting it every 2 s would only fill the log."""
+        assert one("Restart") == "on-failure"
+        assert one("RestartPreventExitStatus") == "2"
+
     def test_notify_with_watchdog(self):
         """The forwarder reports readiness and liveness, and only its main process may."""
         service = directives("Service")

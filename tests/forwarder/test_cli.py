@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,40 @@ class TestEnvFile:
         env_file.write_bytes(b"KAFKA_CLIENT_ID=caf\xe9\n")
         result = run_cli("run", "--env-file", str(env_file), env=env)
         assert_one_config_error(result, "--env-file", "line 1: invalid UTF-8")
+
+
+class TestStartupErrors:
+    """What the daemon cannot take at start is one line and exit status 2, like a bad setting."""
+
+    def test_a_metrics_port_in_use(self, env):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            address = f"127.0.0.1:{taken.getsockname()[1]}"
+            result = run_cli("run", env=env | {"FORWARDER_METRICS_ADDR": address})
+        assert_one_config_error(result, f"cannot serve metrics on {address}", "already in use")
+        assert not Path(env["FORWARDER_ENDPOINT"].removeprefix("ipc://")).exists()
+
+    def test_a_control_socket_another_process_answers_on(self, env):
+        run_dir = Path(env["FORWARDER_ENDPOINT"].removeprefix("ipc://")).parent
+        run_dir.mkdir(mode=0o700, parents=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+            other.bind(str(run_dir / "control.sock"))
+            other.listen()
+            result = run_cli("run", env=env)
+        assert_one_config_error(result, "another forwarder already answers on", "control.sock")
+        assert not (run_dir / "events.sock").exists()
+
+    @pytest.mark.parametrize("variable", ["FORWARDER_STATE_DIR", "FORWARDER_ENDPOINT"])
+    def test_a_directory_that_cannot_be_made(self, env, tmp_path, variable):
+        """A path under a regular file cannot be created, whoever runs the forwarder."""
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        value = str(blocker / "dir")
+        if variable == "FORWARDER_ENDPOINT":
+            value = f"ipc://{blocker}/dir/events.sock"
+        result = run_cli("run", env=env | {variable: value})
+        assert_one_config_error(result, str(blocker / "dir"))
 
 
 class TestUsage:

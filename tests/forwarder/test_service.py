@@ -16,10 +16,12 @@ from structlog.testing import capture_logs
 from emitter.contract import encode_envelope
 from forwarder.backlog import BUFFER_FILE
 from forwarder.buffer import Appended, DiskBuffer
+from forwarder.errors import StartupError
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.sinks.memory import MemorySink
+from forwarder.source import Source
 from tests.support.forwarder import GARBAGE, envelope, push_frames
 
 Start = Callable[..., Forwarder]
@@ -290,3 +292,20 @@ class TestForwarder:
         assert stats["sinks"]["memory"]["delivered"] == 5
         info = {line["event"] for line in logs if line["log_level"] == "info"}
         assert info == {"forwarder_started", "batch_delivered", "stats", "forwarder_stopped"}
+
+
+class _BrokenSource(Source):
+    def bind(self) -> None:
+        raise RuntimeError("something nobody foresaw")
+
+
+class TestStart:
+    def test_any_failure_while_starting_is_one_startup_error(self, settings):
+        """Whatever class a start-up step raises, run() raises StartupError with its message
+        (the command prints it as one line, exit status 2) and logs the traceback."""
+        forwarder = Forwarder(settings, [MemorySink()], source=_BrokenSource(settings.endpoint))
+        with capture_logs() as logs, pytest.raises(StartupError) as failed:
+            forwarder.run()
+        assert str(failed.value) == "cannot start: RuntimeError: something nobody foresaw"
+        [logged] = [line for line in logs if line["event"] == "forwarder_start_failed"]
+        assert logged["exc_info"] is True
