@@ -9,9 +9,12 @@ import stat
 from pathlib import Path
 from typing import Final
 
+import structlog
 import zmq
 
 from emitter.config import ConfigError, ipc_path
+from forwarder.access import blocked_at, group_members
+from forwarder.errors import ForwarderError
 
 __all__ = ["MAX_FRAMES", "RCVHWM", "Source"]
 
@@ -21,6 +24,8 @@ MAX_FRAMES: Final = 1_000
 """Most frames one receive returns, so the stop flag and the stats timer are looked at often."""
 _SUN_PATH_MAX: Final = 107
 """Longest Unix socket path Linux accepts (108 bytes with the terminating NUL)."""
+
+log = structlog.get_logger("forwarder.source")
 
 
 class Source:
@@ -52,24 +57,64 @@ class Source:
         pull = context.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, RCVHWM)
         pull.setsockopt(zmq.LINGER, 0)
+        # The socket file is born 0600: no one but this user may connect before its group is set.
+        umask = os.umask(0o177)
         try:
             pull.bind(self.endpoint)
         except zmq.ZMQError as exc:
             pull.close()
             context.term()
             raise self._error(f"an endpoint this process can bind ({exc.strerror})") from exc
+        finally:
+            os.umask(umask)
         self._context, self._socket = context, pull
         if self._path is not None:
-            os.chmod(self._path, self._file_mode)
             if self._gid is not None:
                 os.chown(self._path, -1, self._gid)
+            os.chmod(self._path, self._file_mode)
 
     def describe(self) -> str:
-        """What binding would find, without binding: `check` may run beside a forwarder."""
+        """What binding would find, and who could connect, without binding: `check` may run
+        beside a forwarder. Raises ForwarderError, with the same text, when FORWARDER_SOCKET_GROUP
+        is set and none of its members could connect."""
         if self._path is None:
             return f"{self.endpoint} (tcp)"
         verdict = self._prepare_directory(create=False)
-        return f"{self.endpoint}: {verdict}, socket {_socket_state(self._path)}"
+        state = _socket_state(self._path)
+        who, anyone = self._who_can_connect(state)
+        text = f"{self.endpoint}: {verdict}, socket {state}; {who}"
+        if not anyone:
+            raise ForwarderError(text)
+        return text
+
+    def _who_can_connect(self, state: str) -> tuple[str, bool]:
+        """Which members of the socket group can connect, and whether any can."""
+        assert self._path is not None
+        if self._gid is None:
+            return "only this user and root can connect (no FORWARDER_SOCKET_GROUP)", True
+        group = grp.getgrgid(self._gid).gr_name
+        members = group_members(self._gid)
+        if not members:
+            return f"group {group} has no members: no other user can connect", False
+        expected = self._expected_socket(state)
+        verdicts = []
+        anyone = False
+        for member in members:
+            blocked = blocked_at(member, self._path, expected)
+            anyone = anyone or blocked is None
+            verdicts.append(
+                member.name + (" can connect" if blocked is None else f" cannot ({blocked})")
+            )
+        return f"group {group}: " + ", ".join(verdicts), anyone
+
+    def _expected_socket(self, state: str) -> os.stat_result | None:
+        """The socket as it is when bound, else as bind() will make it (owner, group, mode)."""
+        if state == "listening":
+            return None
+        assert self._path is not None
+        gid = os.getegid() if self._gid is None else self._gid
+        mode = stat.S_IFSOCK | self._file_mode
+        return os.stat_result((mode, 0, 0, 1, os.geteuid(), gid, 0, 0, 0, 0))
 
     def receive(self, timeout_ms: int) -> list[bytes]:
         """Wait up to `timeout_ms` for a frame, then take all already queued (up to a cap)."""
@@ -101,19 +146,21 @@ class Source:
         return self._socket
 
     def _prepare_directory(self, *, create: bool) -> str:
+        """Make the socket's directory, or take an existing one, and give it the mode and group
+        the settings ask for; without `create` only say what bind() would find and change."""
         assert self._path is not None
         if len(os.fsencode(self._path)) > _SUN_PATH_MAX:
             raise self._error(f"an ipc path of at most {_SUN_PATH_MAX} bytes")
         directory = self._path.parent
+        wanted = f"mode {self._dir_mode:04o}" + (
+            "" if self._gid is None else f" group {grp.getgrgid(self._gid).gr_name}"
+        )
         if not directory.exists():
             if not create:
-                return f"directory {directory} will be created with mode {self._dir_mode:04o}"
+                return f"directory {directory} will be created with {wanted}"
             try:
                 directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                directory.mkdir(mode=self._dir_mode)
-                os.chmod(directory, self._dir_mode)
-                if self._gid is not None:
-                    os.chown(directory, -1, self._gid)
+                directory.mkdir(mode=0o700)
             except OSError as exc:
                 raise self._error(
                     f"an ipc path whose directory {directory} can be made ({exc.strerror})"
@@ -128,10 +175,39 @@ class Source:
             )
         if info.st_mode & stat.S_IWOTH:
             raise self._error(f"an ipc path in a directory others cannot write; {directory} is")
-        return f"directory {directory} mode {stat.S_IMODE(info.st_mode):04o}"
+        found = f"mode {stat.S_IMODE(info.st_mode):04o}" + (
+            "" if self._gid is None else f" group {_group_name(info.st_gid)}"
+        )
+        if found == wanted:
+            return f"directory {directory} {found}"
+        if not create:
+            return f"directory {directory} {found} (set to {wanted} at start)"
+        self._restrict(directory)
+        log.info("socket_directory_restricted", directory=str(directory), was=found, now=wanted)
+        return f"directory {directory} {wanted}"
+
+    def _restrict(self, directory: Path) -> None:
+        """The group first, then the mode: the directory never opens to a group not yet ours."""
+        try:
+            if self._gid is not None:
+                os.chown(directory, -1, self._gid)
+            os.chmod(directory, self._dir_mode)
+        except OSError as exc:
+            raise ConfigError(
+                "FORWARDER_SOCKET_GROUP",
+                "" if self._gid is None else grp.getgrgid(self._gid).gr_name,
+                f"a group this user may give {directory} to ({exc.strerror})",
+            ) from exc
 
     def _error(self, accepted: str) -> ConfigError:
         return ConfigError("FORWARDER_ENDPOINT", self.endpoint, accepted)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _group_id(name: str | None) -> int | None:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import grp
 import multiprocessing
 import os
+import pwd
+import shutil
 import socket
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import forwarder.source
 from emitter.config import ConfigError
 from emitter.contract import decode_envelope
+from forwarder.errors import ForwarderError
 from forwarder.source import MAX_FRAMES, Source
 from tests.support.broker import free_port
 from tests.support.forwarder import push_envelopes, push_frames
@@ -46,6 +52,41 @@ def mode(path) -> int:
 @pytest.fixture
 def endpoint(tmp_path):
     return f"ipc://{tmp_path}/run/events.sock"
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="acting as another user (nobody) needs root"
+)
+
+
+def connect_as(user: str, path: Path) -> int:
+    """0 when `user` (with their groups) can connect to the Unix socket, else the errno."""
+    entry = pwd.getpwnam(user)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child ends with os._exit
+        status = 0
+        try:
+            os.setgroups(os.getgrouplist(user, entry.pw_gid))
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(str(path))
+        except OSError as exc:
+            status = exc.errno or 1
+        os._exit(status)
+    _, waited = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(waited)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory other users can enter (pytest's own tmp_path is 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix="forwarder-access-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 class TestIpcDirectory:
@@ -119,6 +160,69 @@ class TestIpcDirectory:
         assert (tmp_path / "run" / "events.sock").read_text() == "keep me"
 
 
+class TestDirectoryEnforced:
+    def test_an_existing_directory_open_to_others_is_restricted(self, tmp_path, endpoint):
+        """A pre-existing 0755 directory is made 0700, as a new one would be; `check` said so."""
+        (tmp_path / "run").mkdir(mode=0o755)
+        (tmp_path / "run").chmod(0o755)
+        assert "mode 0755 (set to mode 0700 at start)" in Source(endpoint).describe()
+        with bound(endpoint):
+            assert mode(tmp_path / "run") == 0o700
+            assert "directory" in Source(endpoint).describe()
+
+    def test_the_socket_is_private_from_the_moment_it_exists(self, tmp_path, endpoint, monkeypatch):
+        """Created under a tight umask, whatever the process's own: its mode is 0600 before the
+        forwarder sets the final one."""
+        seen: list[int] = []
+        real_chmod = os.chmod
+
+        def watching_chmod(path, mode_, *args, **kwargs):
+            if Path(path).name == "events.sock":
+                seen.append(stat.S_IMODE(os.stat(path).st_mode))
+            return real_chmod(path, mode_, *args, **kwargs)
+
+        monkeypatch.setattr(forwarder.source.os, "chmod", watching_chmod)
+        previous = os.umask(0)
+        try:
+            with bound(endpoint):
+                assert os.umask(0) == 0
+        finally:
+            os.umask(previous)
+        assert seen == [0o600]
+
+    @needs_root
+    def test_an_existing_directory_gets_the_socket_group_and_a_member_connects(self, shared_tmp):
+        """A directory left 0700 root:root is given FORWARDER_SOCKET_GROUP and 0750, so the
+        group's member really connects, and `check` says they can."""
+        directory = shared_tmp / "run"
+        directory.mkdir(mode=0o700)
+        endpoint = f"ipc://{directory}/events.sock"
+        with bound(endpoint, "nogroup"):
+            info = os.stat(directory)
+            assert (stat.S_IMODE(info.st_mode), info.st_gid) == (
+                0o750,
+                grp.getgrnam("nogroup").gr_gid,
+            )
+            assert connect_as("nobody", directory / "events.sock") == 0
+            assert "nobody can connect" in Source(endpoint, socket_group="nogroup").describe()
+
+    @needs_root
+    def test_check_tells_a_member_blocked_on_the_way_truthfully(self, shared_tmp):
+        """A directory above the socket that the group cannot enter stops its members: `check`
+        fails the endpoint naming it, and a real connection is refused; once it is opened,
+        both agree the other way."""
+        private = shared_tmp / "private"
+        private.mkdir(mode=0o700)
+        endpoint = f"ipc://{private}/run/events.sock"
+        with bound(endpoint, "nogroup"):
+            with pytest.raises(ForwarderError, match=f"nobody cannot \\({private} is mode 0700\\)"):
+                Source(endpoint, socket_group="nogroup").describe()
+            assert connect_as("nobody", private / "run" / "events.sock") == errno.EACCES
+            private.chmod(0o711)
+            assert "nobody can connect" in Source(endpoint, socket_group="nogroup").describe()
+            assert connect_as("nobody", private / "run" / "events.sock") == 0
+
+
 class TestSocketFile:
     def test_a_stale_socket_is_replaced(self, tmp_path, endpoint):
         """A forwarder killed with SIGKILL leaves its socket file behind; the next one starts."""
@@ -126,7 +230,7 @@ class TestSocketFile:
         leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         leftover.bind(str(tmp_path / "run" / "events.sock"))
         leftover.close()
-        assert Source(endpoint).describe().endswith("socket stale")
+        assert Source(endpoint).describe().split("; ")[0].endswith("socket stale")
         with bound(endpoint) as source:
             push_frames(endpoint, [b"after restart"])
             assert receive_all(source, 1) == [b"after restart"]
@@ -134,7 +238,7 @@ class TestSocketFile:
     def test_the_socket_of_a_running_forwarder_is_not_taken(self, endpoint):
         """A second forwarder on the same endpoint would silently steal half the events."""
         with bound(endpoint) as first:
-            assert Source(endpoint).describe().endswith("socket listening")
+            assert Source(endpoint).describe().split("; ")[0].endswith("socket listening")
             with pytest.raises(ConfigError, match="no running forwarder"):
                 Source(endpoint).bind()
             push_frames(endpoint, [b"still mine"])
@@ -145,7 +249,7 @@ class TestSocketFile:
         with bound(endpoint):
             pass
         assert not (tmp_path / "run" / "events.sock").exists()
-        assert Source(endpoint).describe().endswith("socket absent")
+        assert Source(endpoint).describe().split("; ")[0].endswith("socket absent")
 
     def test_describe_does_not_create_anything(self, tmp_path, endpoint):
         """`check` may run beside the service without touching its files."""
