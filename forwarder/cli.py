@@ -132,10 +132,7 @@ def _environment(env_file: EnvFile | None) -> dict[str, str]:
 
 def _run(settings: Settings) -> int:
     logs.configure(settings.log_level_number, settings.log_format)
-    source = Source(settings.endpoint, socket_group=settings.socket_group)
-    forwarder = Forwarder(
-        settings, build_sinks(settings), source=source, notifier=Notifier.from_env()
-    )
+    forwarder = Forwarder(settings, build_sinks(settings), notifier=Notifier.from_env())
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         forwarder.stop()
@@ -155,13 +152,8 @@ def _check(settings: Settings, path: Path | None, env_file: EnvFile | None) -> i
     if path is not None and env_file is not None:
         for line, note in env_file.notes:
             report.warn(f"{path} line {line}", note)
-    report.attempt(
-        "endpoint", Source(settings.endpoint, socket_group=settings.socket_group).describe
-    )
-    report.attempt(
-        "state directory",
-        DeadLetters(settings.state_dir, Stats(), settings.dead_letter_max_bytes).prepare,
-    )
+    report.attempt("endpoint", Source.from_settings(settings).describe)
+    report.attempt("state directory", DeadLetters.from_settings(settings, Stats()).prepare)
     report.attempt("buffer", functools.partial(_describe_buffer, settings))
     for sink in build_sinks(settings):
         with sink:
@@ -203,6 +195,7 @@ def _describe(settings: Settings) -> str:
     """The settings that decide where events go; secrets appear only as 'set' or 'not set'."""
     parts = [
         f"modes {','.join(settings.modes)}",
+        f"frames up to {settings.max_frame_bytes:,} bytes",
         f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms",
         f"retry {settings.retry_base_ms}-{settings.retry_max_ms} ms",
     ]

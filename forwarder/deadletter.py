@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -19,12 +21,25 @@ import structlog
 
 from emitter.config import ConfigError
 from forwarder.logs import Throttle
+from forwarder.settings import MAX_FRAME_BYTES, Settings
 from forwarder.stats import Stats
 
-__all__ = ["FILE_NAME", "DeadLetters", "frame_event_id", "locked", "utc_timestamp"]
+__all__ = [
+    "FILE_NAME",
+    "HEAD_BYTES",
+    "DeadLetters",
+    "count_records",
+    "frame_event_id",
+    "locked",
+    "utc_timestamp",
+]
 
 FILE_NAME: Final = "dead-letters.jsonl"
 DEFAULT_MAX_BYTES: Final = 64 << 20
+HEAD_BYTES: Final = 4096
+"""What is kept of a frame too large to keep whole: its first bytes, beside its length and hash."""
+_MAX_TEXT: Final = 1000
+"""Longest reason or event id kept: both can come from the frame, so they are bounded too."""
 
 log = structlog.get_logger("forwarder.deadletter")
 
@@ -47,16 +62,37 @@ def frame_event_id(frame: bytes) -> str | None:
 
 
 class DeadLetters:
-    """Appends to FORWARDER_STATE_DIR/dead-letters.jsonl; a failed write is logged, never raised."""
+    """Appends to FORWARDER_STATE_DIR/dead-letters.jsonl; a failed write is logged, never raised.
 
-    def __init__(self, state_dir: Path, stats: Stats, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    Every record carries an `id` of its own and the frame's length and sha256, so commands pick
+    records by content. A frame over FORWARDER_MAX_FRAME_BYTES, or one whose record would not
+    fit the file's cap, keeps only its first HEAD_BYTES (`truncated`): no record is ever larger
+    than the cap. When the file reaches the cap it replaces the rotated one, and the records that
+    one held are counted (`dead_letters_discarded`) and logged.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        stats: Stats,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
         self.state_dir = state_dir
         self.path = state_dir / FILE_NAME
         self.max_bytes = max_bytes
+        self.max_frame_bytes = max_frame_bytes
         self._stats = stats
         self._lock = threading.Lock()
         self._recorded_throttle = Throttle()
         self._failed_throttle = Throttle()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, stats: Stats) -> DeadLetters:
+        """The dead-letter file the settings describe."""
+        return cls(
+            settings.state_dir, stats, settings.dead_letter_max_bytes, settings.max_frame_bytes
+        )
 
     def prepare(self) -> str:
         """Create the state directory (0700) and prove it takes a file; say what was found."""
@@ -75,19 +111,13 @@ class DeadLetters:
         self, raw: bytes, reason: str, *, sink: str | None = None, event_id: str | None = None
     ) -> None:
         """Keep one frame with why it was refused; `sink` is None when it never decoded."""
-        line = json.dumps(
-            {
-                "time": utc_timestamp(),
-                "reason": reason,
-                "sink": sink,
-                "event_id": event_id,
-                "raw": base64.b64encode(raw).decode("ascii"),
-            },
-            separators=(",", ":"),
-        )
+        reason, event_id = _bounded(reason), None if event_id is None else _bounded(event_id)
+        line = self._line(raw, reason, sink, event_id, whole=len(raw) <= self.max_frame_bytes)
+        if len(line) >= self.max_bytes:
+            line = self._line(raw, reason, sink, event_id, whole=False)
         with self._lock:
             try:
-                self._append(line.encode() + b"\n")
+                self._append(line)
             except OSError as exc:
                 self._stats.dead_letter_write_failures += 1
                 if (held := self._failed_throttle.ready()) is not None:
@@ -106,6 +136,24 @@ class DeadLetters:
                 "frame_dead_lettered", reason=reason, sink=sink, event_id=event_id, suppressed=held
             )
 
+    @staticmethod
+    def _line(
+        raw: bytes, reason: str, sink: str | None, event_id: str | None, *, whole: bool
+    ) -> bytes:
+        kept = raw if whole else raw[:HEAD_BYTES]
+        record = {
+            "id": secrets.token_hex(8),
+            "time": utc_timestamp(),
+            "reason": reason,
+            "sink": sink,
+            "event_id": event_id,
+            "length": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "truncated": not whole,
+            "raw": base64.b64encode(kept).decode("ascii"),
+        }
+        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
     def _append(self, data: bytes) -> None:
         with locked(self.path):
             try:
@@ -113,13 +161,7 @@ class DeadLetters:
             except FileNotFoundError:
                 size = 0
             if size and size + len(data) > self.max_bytes:
-                os.replace(self.path, rotated(self.path))
-                log.warning(
-                    "dead_letters_rotated",
-                    path=str(self.path),
-                    kept_as=str(rotated(self.path)),
-                    max_bytes=self.max_bytes,
-                )
+                self._rotate()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 view = memoryview(data)
@@ -127,6 +169,40 @@ class DeadLetters:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
+
+    def _rotate(self) -> None:
+        """The full file becomes `.1`; the records an older `.1` held are counted as lost."""
+        older = rotated(self.path)
+        discarded = count_records(older)
+        os.replace(self.path, older)
+        log.warning(
+            "dead_letters_rotated",
+            path=str(self.path),
+            kept_as=str(older),
+            max_bytes=self.max_bytes,
+        )
+        if discarded:
+            self._stats.dead_letters_discarded += discarded
+            log.warning(
+                "dead_letters_discarded",
+                count=discarded,
+                total=self._stats.dead_letters_discarded,
+                path=str(older),
+                max_bytes=self.max_bytes,
+            )
+
+
+def count_records(path: Path) -> int:
+    """Lines in a dead-letter file, 0 when it does not exist."""
+    try:
+        with path.open("rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
 def rotated(path: Path) -> Path:

@@ -138,6 +138,16 @@ class _StatsCollector:
             "Frames that were not valid envelopes.",
             value=snap["decode_failures"],
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_disconnects",
+            "Emitter connections that ended (process exit, or a frame over the size limit).",
+            value=snap["disconnects"],
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_dead_letters_discarded",
+            "Dead letters lost when the rotated dead-letter file was replaced.",
+            value=snap["dead_letters_discarded"],
+        )
         yield GaugeMetricFamily(
             f"{PREFIX}_uptime_seconds", "Seconds since the process started.", value=snap["uptime_s"]
         )

@@ -48,13 +48,11 @@ class Forwarder:
     ) -> None:
         self._settings = settings
         self._sinks = tuple(sinks)
-        self._source = source or Source(settings.endpoint, socket_group=settings.socket_group)
+        self._source = source or Source.from_settings(settings)
         self._clock = clock or SystemClock()
         self.stats = Stats()
         self._notifier = notifier or Notifier(None)
-        self._dead_letters = DeadLetters(
-            settings.state_dir, self.stats, settings.dead_letter_max_bytes
-        )
+        self._dead_letters = DeadLetters.from_settings(settings, self.stats)
         self._latency = BatchLatency()
         self._store: Store | None = None
         self._workers: list[SinkWorker] = []
@@ -145,6 +143,7 @@ class Forwarder:
         next_ping = self._clock.monotonic()
         while not self._stop.is_set():
             self._dispatch(self._source.receive(_POLL_MS))
+            self._count_disconnects()
             now = self._clock.monotonic()
             self.stats.loop_at = time.monotonic()
             if now >= next_ping:
@@ -154,6 +153,17 @@ class Forwarder:
             if interval and now >= next_stats:
                 log.info("stats", **self.stats.snapshot())
                 next_stats = now + interval
+
+    def _count_disconnects(self) -> None:
+        ended = self._source.disconnects()
+        if ended:
+            self.stats.disconnects += ended
+            log.info(
+                "emitter_disconnected",
+                count=ended,
+                total=self.stats.disconnects,
+                cause="an emitting process ended, or sent a frame over FORWARDER_MAX_FRAME_BYTES",
+            )
 
     def _status(self) -> str:
         """One line for `systemctl status`: what came in and where each sink stands."""

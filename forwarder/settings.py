@@ -29,6 +29,9 @@ WHEN_FULL: Final = ("drop_newest", "drop_oldest")
 FSYNC: Final = ("always", "batch", "off")
 MIN_BUFFER_BYTES: Final = 1 << 20
 MIN_DEAD_LETTER_BYTES: Final = 64 << 10
+MAX_FRAME_BYTES: Final = 320 << 10
+"""The emitter's largest event (256 KiB by default) plus room for the rest of the envelope."""
+MIN_FRAME_BYTES: Final = 64 << 10
 MIN_RELAY_SECRET_LENGTH: Final = 16
 """What emitter.relay accepts; not imported from there, which needs the Socket.IO package."""
 
@@ -194,6 +197,7 @@ class Settings:
     when_full: WhenFull = "drop_newest"
     fsync: FsyncMode = "batch"
     dead_letter_max_bytes: int = 64 << 20
+    max_frame_bytes: int = MAX_FRAME_BYTES
     retry_base_ms: int = 100
     retry_max_ms: int = 30_000
     shutdown_timeout_s: int = 10
@@ -239,6 +243,9 @@ class Settings:
                 "FORWARDER_DEAD_LETTER_MAX_BYTES",
                 cls.dead_letter_max_bytes,
                 minimum=MIN_DEAD_LETTER_BYTES,
+            ),
+            max_frame_bytes=env_int(
+                env, "FORWARDER_MAX_FRAME_BYTES", cls.max_frame_bytes, minimum=MIN_FRAME_BYTES
             ),
             retry_base_ms=retry_base_ms,
             retry_max_ms=retry_max_ms,

@@ -11,10 +11,12 @@ from typing import Final
 
 import structlog
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from emitter.config import ConfigError, ipc_path
 from forwarder.access import blocked_at, group_members
 from forwarder.errors import ForwarderError
+from forwarder.settings import MAX_FRAME_BYTES, Settings
 
 __all__ = ["MAX_FRAMES", "RCVHWM", "Source"]
 
@@ -31,12 +33,29 @@ log = structlog.get_logger("forwarder.source")
 class Source:
     """Binds the endpoint, guarding an ipc socket's directory, and hands frames over in bursts."""
 
-    def __init__(self, endpoint: str, *, socket_group: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        socket_group: str | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
         self.endpoint = endpoint
         self._path = ipc_path(endpoint)
         self._gid = _group_id(socket_group)
+        self._max_frame_bytes = max_frame_bytes
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Source:
+        """The source the settings describe."""
+        return cls(
+            settings.endpoint,
+            socket_group=settings.socket_group,
+            max_frame_bytes=settings.max_frame_bytes,
+        )
 
     @property
     def _dir_mode(self) -> int:
@@ -57,11 +76,16 @@ class Source:
         pull = context.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, RCVHWM)
         pull.setsockopt(zmq.LINGER, 0)
+        # ZeroMQ reads a frame's length first and drops the connection of a peer announcing more:
+        # the frame is never read into memory (its content and length never reach us).
+        pull.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
+        self._monitor = pull.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         # The socket file is born 0600: no one but this user may connect before its group is set.
         umask = os.umask(0o177)
         try:
             pull.bind(self.endpoint)
         except zmq.ZMQError as exc:
+            self._close_monitor(pull)
             pull.close()
             context.term()
             raise self._error(f"an endpoint this process can bind ({exc.strerror})") from exc
@@ -129,9 +153,23 @@ class Source:
                 break
         return frames
 
+    def disconnects(self) -> int:
+        """Emitter connections that ended since the last call: a process exiting, or ZeroMQ
+        dropping a peer that sent a frame over the limit (the monitor cannot tell which)."""
+        monitor = self._monitor
+        ended = 0
+        while monitor is not None:
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            ended += 1
+        return ended
+
     def close(self) -> None:
         """Stop receiving and remove the socket file; frames still queued in ZeroMQ are lost."""
         if self._socket is not None:
+            self._close_monitor(self._socket)
             self._socket.close(linger=0)
             self._socket = None
             if self._path is not None:
@@ -139,6 +177,12 @@ class Source:
         if self._context is not None:
             self._context.term()
             self._context = None
+
+    def _close_monitor(self, pull: zmq.Socket[bytes]) -> None:
+        if self._monitor is not None:
+            pull.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
 
     def _bound(self) -> zmq.Socket[bytes]:
         if self._socket is None:

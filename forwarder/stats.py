@@ -54,6 +54,11 @@ class Stats:
     dead_letter_write_failures: int = 0
     buffer_damaged: int = 0
     """Buffer files set aside and stored rows dead-lettered because they no longer read."""
+    disconnects: int = 0
+    """Emitter connections that ended: a process exiting, or ZeroMQ dropping one that sent a
+    frame over FORWARDER_MAX_FRAME_BYTES (ZeroMQ does not say which)."""
+    dead_letters_discarded: int = 0
+    """Dead letters lost when a full dead-letter file replaced the rotated one."""
     sinks: dict[str, SinkCounters] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     loop_at: float = field(default_factory=time.monotonic)
@@ -83,5 +88,7 @@ class Stats:
             "decode_failures": self.decode_failures,
             "dead_letter_write_failures": self.dead_letter_write_failures,
             "buffer_damaged": self.buffer_damaged,
+            "disconnects": self.disconnects,
+            "dead_letters_discarded": self.dead_letters_discarded,
             "sinks": {name: counters.snapshot() for name, counters in self.sinks.items()},
         }

@@ -216,6 +216,7 @@ class TestCheck:
             ["ok", "buffer"],
             ["ok", "sink kafka"],
         ]
+        assert "frames up to 327,680 bytes" in lines[0]
         assert "buffer.sqlite (created at start), up to 268,435,456 bytes" in lines[3]
         assert kafka_bootstrap in lines[4]
 

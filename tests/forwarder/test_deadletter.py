@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import stat
@@ -16,7 +17,13 @@ from structlog.testing import capture_logs
 
 from emitter.config import ConfigError
 from emitter.contract import decode_envelope, encode_envelope
-from forwarder.deadletter import FILE_NAME, DeadLetters, frame_event_id, utc_timestamp
+from forwarder.deadletter import (
+    FILE_NAME,
+    HEAD_BYTES,
+    DeadLetters,
+    frame_event_id,
+    utc_timestamp,
+)
 from forwarder.stats import Stats
 from tests.support.forwarder import envelope
 
@@ -39,7 +46,19 @@ class TestDeadLetters:
         frame = encode_envelope(envelope(7))
         dead_letters.record(frame, "record too large", sink="kafka", event_id="ev-000007")
         [record] = records(dead_letters.path)
-        assert set(record) == {"time", "reason", "sink", "event_id", "raw"}
+        assert set(record) == {
+            "id",
+            "time",
+            "reason",
+            "sink",
+            "event_id",
+            "length",
+            "sha256",
+            "truncated",
+            "raw",
+        }
+        assert (record["length"], record["truncated"]) == (len(frame), False)
+        assert record["sha256"] == hashlib.sha256(frame).hexdigest()
         assert before <= datetime.fromisoformat(record["time"]) <= datetime.now(UTC)
         assert record["time"].endswith("Z")
         assert (record["reason"], record["sink"], record["event_id"]) == (
@@ -115,6 +134,48 @@ class TestDeadLetters:
             DeadLetters(blocker / "state", Stats()).prepare()
         assert caught.value.variable == "FORWARDER_STATE_DIR"
         assert str(blocker / "state") in str(caught.value)
+
+
+class TestBounded:
+    def test_a_frame_over_the_frame_limit_keeps_its_head_length_and_hash(self, tmp_path):
+        """A frame larger than FORWARDER_MAX_FRAME_BYTES is summarised: its first 4 KiB, its
+        length and its sha256, never its whole bytes."""
+        letters = DeadLetters(tmp_path, Stats(), max_bytes=1 << 20, max_frame_bytes=64 << 10)
+        frame = os.urandom(200 << 10)
+        letters.record(frame, "too large for the sink", sink="kafka", event_id="ev-big")
+        [record] = records(letters.path)
+        assert (record["length"], record["truncated"]) == (len(frame), True)
+        assert record["sha256"] == hashlib.sha256(frame).hexdigest()
+        assert base64.b64decode(record["raw"]) == frame[:HEAD_BYTES]
+        assert letters.path.stat().st_size < 8 << 10
+
+    def test_no_record_is_ever_larger_than_the_cap(self, tmp_path):
+        """A frame under the frame limit whose record would not fit the file's cap is
+        summarised too, and reason and event id (they come from frames) are bounded."""
+        cap = 64 << 10
+        letters = DeadLetters(tmp_path, Stats(), max_bytes=cap, max_frame_bytes=1 << 20)
+        letters.record(b"x" * (100 << 10), "r" * 50_000, event_id="e" * 50_000)
+        [record] = records(letters.path)
+        assert record["truncated"] is True
+        assert len(record["reason"]) == 1000
+        assert len(record["event_id"]) == 1000
+        assert letters.path.stat().st_size < cap
+
+    def test_rotation_counts_and_logs_the_records_it_drops(self, tmp_path):
+        """The second rotation replaces the first generation: its records are counted in
+        `dead_letters_discarded` and logged, never dropped silently."""
+        stats = Stats()
+        letters = DeadLetters(tmp_path, stats, max_bytes=64 << 10)
+        with capture_logs() as logs:
+            for n in range(400):
+                letters.record(b"z" * 500, f"bad frame {n}")
+        rotated = tmp_path / (FILE_NAME + ".1")
+        kept = len(records(letters.path)) + len(records(rotated))
+        assert stats.dead_letters_discarded == 400 - kept > 0
+        discarded = [line for line in logs if line["event"] == "dead_letters_discarded"]
+        assert sum(line["count"] for line in discarded) == stats.dead_letters_discarded
+        assert {line["log_level"] for line in discarded} == {"warning"}
+        assert stats.snapshot()["dead_letters_discarded"] == stats.dead_letters_discarded
 
 
 class TestFrameEventId:

@@ -174,6 +174,8 @@ class TestMetricsEndpoint:
         socketio = (("sink", "socketio"),)
         assert values["openalgo_forwarder_events_received_total", ()] == 1500
         assert values["openalgo_forwarder_decode_failures_total", ()] == 2
+        assert values["openalgo_forwarder_disconnects_total", ()] == 3
+        assert values["openalgo_forwarder_dead_letters_discarded_total", ()] == 0
         assert values["openalgo_forwarder_uptime_seconds", ()] == 3723.5
         assert values["openalgo_forwarder_main_loop_age_seconds", ()] == 0.2
         assert values["openalgo_forwarder_sink_delivered_total", kafka] == 1400

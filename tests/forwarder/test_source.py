@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import grp
+import json
 import multiprocessing
 import os
 import pwd
@@ -11,6 +12,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +21,26 @@ import pytest
 
 import forwarder.source
 from emitter.config import ConfigError
-from emitter.contract import decode_envelope
+from emitter.contract import decode_envelope, encode_envelope
 from forwarder.errors import ForwarderError
 from forwarder.source import MAX_FRAMES, Source
 from tests.support.broker import free_port
-from tests.support.forwarder import push_envelopes, push_frames
+from tests.support.forwarder import (
+    ForwarderProcess,
+    envelope,
+    forwarder_env,
+    push_envelopes,
+    push_frames,
+    pusher,
+    run_cli,
+)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @contextmanager
@@ -221,6 +238,66 @@ class TestDirectoryEnforced:
             private.chmod(0o711)
             assert "nobody can connect" in Source(endpoint, socket_group="nogroup").describe()
             assert connect_as("nobody", private / "run" / "events.sock") == 0
+
+
+class TestFrameLimit:
+    def test_a_frame_over_the_limit_is_never_read_and_its_connection_ends(self, endpoint):
+        """ZeroMQ drops the sender's connection on the frame's length: the frames around it
+        arrive, the big one does not, and the disconnection is counted."""
+        limited = Source(endpoint, max_frame_bytes=64 << 10)
+        limited.bind()
+        try:
+            with pusher(endpoint) as push:
+                push.send(b"before")
+                assert receive_all(limited, 1) == [b"before"]
+                assert limited.disconnects() == 0
+                push.send(b"x" * (1 << 20))
+                push.send(b"after")
+                assert receive_all(limited, 1) == [b"after"]
+            assert limited.disconnects() >= 1
+            assert limited.disconnects() == 0
+        finally:
+            limited.close()
+
+    def test_a_frame_at_the_limit_arrives_whole(self, endpoint):
+        """The limit is the largest frame taken, not one byte less."""
+        limited = Source(endpoint, max_frame_bytes=64 << 10)
+        limited.bind()
+        try:
+            push_frames(endpoint, [b"y" * (64 << 10)])
+            assert receive_all(limited, 1) == [b"y" * (64 << 10)]
+        finally:
+            limited.close()
+
+
+@pytest.mark.integration
+class TestFrameLimitInTheDaemon:
+    def test_a_huge_frame_costs_no_memory_and_writes_no_dead_letter(self, tmp_path, forwarders):
+        """A 100 MiB garbage frame used to be read whole and dead-lettered whole (RSS up by
+        hundreds of MiB, a dead letter over the cap): now the forwarder's memory does not grow
+        by a tenth of it, nothing is written, and the event behind it is received."""
+        env = forwarder_env(
+            tmp_path,
+            ORDER_EVENT_MODE="KAFKA",
+            KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        )
+        process = ForwarderProcess(env)
+        forwarders.append(process)
+        process.start()
+        before = rss_bytes(process.pid)
+        huge = 100 << 20
+        with pusher(env["FORWARDER_ENDPOINT"]) as push:
+            push.send(b"\xc1" * huge)
+            push.send(encode_envelope(envelope(1)))
+        line = process.wait_for_log("emitter_disconnected")
+        assert "FORWARDER_MAX_FRAME_BYTES" in line["cause"]
+        deadline = time.monotonic() + 30
+        stats = json.loads(run_cli("stats", "--json", env=env).stdout)
+        while stats["received"] < 1 and time.monotonic() < deadline:
+            stats = json.loads(run_cli("stats", "--json", env=env).stdout)
+        assert (stats["received"], stats["decode_failures"]) == (1, 0)
+        assert rss_bytes(process.pid) - before < huge // 10
+        assert not (tmp_path / "state" / "dead-letters.jsonl").exists()
 
 
 class TestSocketFile:

@@ -30,6 +30,8 @@ class TestStats:
             "decode_failures": 1,
             "dead_letter_write_failures": 0,
             "buffer_damaged": 0,
+            "disconnects": 0,
+            "dead_letters_discarded": 0,
             "sinks": {
                 "kafka": {
                     "delivered": 6,

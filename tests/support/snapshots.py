@@ -29,6 +29,8 @@ def snapshot(**overrides: Any) -> dict[str, Any]:
         "uptime_s": 3723.5,
         "received": 1500,
         "decode_failures": 2,
+        "disconnects": 3,
+        "dead_letters_discarded": 0,
         "loop_age_s": 0.2,
         "sinks": {
             "kafka": sink_snapshot(
