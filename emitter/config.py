@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import struct
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import zmq
+import zmq.auth
+from zmq.utils import z85
+
 __all__ = [
     "ConfigError",
+    "CurveKeys",
+    "curve_client_keys",
+    "curve_key",
+    "curve_options",
     "default_endpoint",
     "env_bool",
     "env_int",
     "env_str",
     "ipc_path",
     "is_loopback",
+    "load_certificate",
     "resolve_endpoint",
 ]
 
@@ -84,13 +95,17 @@ def ipc_path(endpoint: str) -> Path | None:
     return Path(endpoint.removeprefix("ipc://")) if endpoint.startswith("ipc://") else None
 
 
-def resolve_endpoint(env: Mapping[str, str]) -> str:
-    """FORWARDER_ENDPOINT or the default, refusing non-loopback TCP unless explicitly allowed."""
+def resolve_endpoint(env: Mapping[str, str], *, curve: bool = False) -> str:
+    """FORWARDER_ENDPOINT or the default. tcp:// needs CURVE keys (`curve`): without them it is
+    refused unless FORWARDER_ALLOW_INSECURE_TCP=1, and then on a loopback address only; with
+    them a non-loopback address still needs FORWARDER_ALLOW_REMOTE=1."""
     endpoint = env_str(env, "FORWARDER_ENDPOINT", "", allow_empty=True) or default_endpoint(env)
     allow_remote = env_bool(env, "FORWARDER_ALLOW_REMOTE", default=False)
+    allow_insecure = env_bool(env, "FORWARDER_ALLOW_INSECURE_TCP", default=False)
     accepted = (
-        "ipc:///absolute/path or tcp://127.0.0.1:PORT (a loopback address; "
-        "set FORWARDER_ALLOW_REMOTE=1 for any other)"
+        "ipc:///absolute/path, or tcp://HOST:PORT with CURVE keys (openalgo-forwarder keygen) on a "
+        "loopback address (FORWARDER_ALLOW_REMOTE=1 for any other), or without keys "
+        "FORWARDER_ALLOW_INSECURE_TCP=1 and a loopback address"
     )
     if endpoint.startswith("ipc://"):
         if not endpoint.removeprefix("ipc://").startswith("/"):
@@ -101,9 +116,73 @@ def resolve_endpoint(env: Mapping[str, str]) -> str:
     host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise ConfigError("FORWARDER_ENDPOINT", endpoint, accepted)
-    if not allow_remote and not is_loopback(host.strip("[]")):
+    loopback = is_loopback(host.strip("[]"))
+    if not curve and not (allow_insecure and loopback):
+        raise ConfigError("FORWARDER_ENDPOINT", endpoint, accepted)
+    if not loopback and not allow_remote:
         raise ConfigError("FORWARDER_ENDPOINT", endpoint, accepted)
     return endpoint
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """A CURVE key pair and the public key of the peer that listens, in Z85 as ZeroMQ takes them."""
+
+    public: bytes
+    secret: bytes = field(repr=False)
+    server: bytes
+
+
+def curve_key(variable: str, value: str) -> bytes:
+    """A Z85 public key (40 characters), as keygen prints it."""
+    try:
+        if len(value) == 40 and len(z85.decode(value)) == 32:
+            return value.encode("ascii")
+    except (ValueError, KeyError, UnicodeEncodeError, OverflowError, struct.error):
+        pass
+    raise ConfigError(variable, value, "a CURVE public key: 40 Z85 characters")
+
+
+def load_certificate(variable: str, path: str) -> tuple[bytes, bytes]:
+    """The public and secret key of a certificate file keygen wrote (`NAME.key_secret`)."""
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            variable, path, f"a readable certificate file from openalgo-forwarder keygen ({exc})"
+        ) from None
+    if secret is None:
+        raise ConfigError(
+            variable, path, "the certificate with the secret key (NAME.key_secret), not NAME.key"
+        )
+    return public, secret
+
+
+def curve_client_keys(env: Mapping[str, str]) -> CurveKeys | None:
+    """The emitter's CURVE keys, or None when neither of its two CURVE settings is set."""
+    path = env_str(env, "EMITTER_CURVE_SECRET_KEY_FILE", "", allow_empty=True)
+    server = env_str(env, "EMITTER_CURVE_SERVER_KEY", "", allow_empty=True)
+    if not path and not server:
+        return None
+    if not path:
+        raise ConfigError(
+            "EMITTER_CURVE_SECRET_KEY_FILE", "", "the emitter's certificate file, as the server key"
+        )
+    if not server:
+        raise ConfigError(
+            "EMITTER_CURVE_SERVER_KEY", "", "the forwarder's public key, as the secret key file"
+        )
+    public, secret = load_certificate("EMITTER_CURVE_SECRET_KEY_FILE", path)
+    return CurveKeys(public, secret, curve_key("EMITTER_CURVE_SERVER_KEY", server))
+
+
+def curve_options(keys: CurveKeys) -> dict[int, bytes]:
+    """The socket options of a CURVE client, to set before connecting."""
+    return {
+        zmq.CURVE_SECRETKEY: keys.secret,
+        zmq.CURVE_PUBLICKEY: keys.public,
+        zmq.CURVE_SERVERKEY: keys.server,
+    }
 
 
 def is_loopback(host: str) -> bool:

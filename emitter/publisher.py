@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from emitter.config import ConfigError, env_int, resolve_endpoint
+from emitter.config import ConfigError, curve_client_keys, env_int, resolve_endpoint
 from emitter.contract import SCHEMA_VERSION, SYSTEM_KEY, Envelope, encode_envelope
 from emitter.transport import DisabledTransport, PushTransport, ThrottledCounter, Transport
 
@@ -239,25 +239,30 @@ def _setting(env: Mapping[str, str], name: str, default: int, minimum: int) -> i
         return default
 
 
-def _endpoint(env: Mapping[str, str]) -> str | None:
+def _endpoint(env: Mapping[str, str], *, curve: bool) -> str | None:
     try:
-        return resolve_endpoint(env)
+        return resolve_endpoint(env, curve=curve)
     except ConfigError as exc:
-        if exc.variable != "FORWARDER_ALLOW_REMOTE":
+        if exc.variable not in ("FORWARDER_ALLOW_REMOTE", "FORWARDER_ALLOW_INSECURE_TCP"):
             logger.error("%s; event publishing is disabled", exc)
             return None
         logger.error("%s; using the default 0", exc)
-        return _endpoint({**env, "FORWARDER_ALLOW_REMOTE": "0"})
+        return _endpoint({**env, exc.variable: "0"}, curve=curve)
 
 
 def publisher_from_env(env: Mapping[str, str]) -> EventPublisher:
     """A publisher configured from the environment; a bad setting is logged, never raised."""
     hwm = _setting(env, "EMITTER_SNDHWM", DEFAULT_SNDHWM, 1)
     linger_ms = _setting(env, "EMITTER_LINGER_MS", DEFAULT_LINGER_MS, 0)
-    endpoint = _endpoint(env)
+    try:
+        curve = curve_client_keys(env)
+    except ConfigError as exc:
+        logger.error("%s; event publishing is disabled", exc)
+        return EventPublisher(DisabledTransport(f"invalid {exc.variable}"))
+    endpoint = _endpoint(env, curve=curve is not None)
     if endpoint is None:
         return EventPublisher(DisabledTransport("invalid FORWARDER_ENDPOINT"))
-    return EventPublisher(PushTransport(endpoint, hwm=hwm, linger_ms=linger_ms))
+    return EventPublisher(PushTransport(endpoint, hwm=hwm, linger_ms=linger_ms, curve=curve))
 
 
 class EventPublisherFactory:

@@ -22,6 +22,8 @@ from typing import Final, Protocol
 
 import zmq
 
+from emitter.config import CurveKeys, curve_options
+
 __all__ = [
     "DisabledTransport",
     "PushTransport",
@@ -170,8 +172,10 @@ class PushTransport:
         hwm: int = 10000,
         linger_ms: int = 500,
         park_timeout_s: float = PARK_TIMEOUT_S,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._curve = curve
         self._hwm = hwm
         self._linger_ms = linger_ms
         self._park_timeout_s = park_timeout_s
@@ -287,6 +291,8 @@ class PushTransport:
         self._socket = socket
         socket.setsockopt(zmq.SNDHWM, self._hwm)
         socket.setsockopt(zmq.LINGER, self._linger_ms)
+        for option, value in ({} if self._curve is None else curve_options(self._curve)).items():
+            socket.setsockopt(option, value)
         socket.connect(self.endpoint)
         return socket
 

@@ -8,14 +8,15 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from emitter.config import ConfigError
+from emitter.config import ConfigError, curve_client_keys
 from forwarder import buffer, logs
 from forwarder.backlog import BUFFER_FILE
 from forwarder.control import ControlError, control_path, query, render_stats
+from forwarder.curve import keygen
 from forwarder.deadletter import DeadLetters
 from forwarder.deadletter_commands import add_dead_letter_arguments, run_dead_letters
 from forwarder.envfile import EnvFile, EnvFileError, read_env_file
@@ -48,16 +49,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        for line in keygen(args.directory, args.client or ["emitter"]):
+            print(line)
+        return EXIT_OK
     if args.command == "stats" and args.socket is not None:
         return _print_stats(args.socket, as_json=args.json)
     env_file = _read_env_file(args.env_file)
-    settings = Settings.from_env(_environment(env_file))
+    env = _environment(env_file)
+    settings = Settings.from_env(env)
     if args.command == "stats":
         return _print_stats(control_path(settings.endpoint, settings.state_dir), as_json=args.json)
     if args.command == "dead-letters":
         return run_dead_letters(args, settings)
     if args.command == "check":
-        return _check(settings, args.env_file, env_file)
+        return _check(settings, env, args.env_file, env_file)
     return _run(settings)
 
 
@@ -92,6 +98,19 @@ def _parser() -> argparse.ArgumentParser:
         "state directory)",
     )
     stats.set_defaults(command="stats")
+    keys = add_command(
+        "keygen",
+        help="write CURVE keys for a tcp:// endpoint: the forwarder's, each emitter's, and the "
+        "clients file listing the emitters' public keys; existing files are kept",
+    )
+    keys.add_argument("directory", type=Path, help="where to write them (made 0700)")
+    keys.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="an emitter to make keys for (repeatable; default: one named emitter)",
+    )
+    keys.set_defaults(command="keygen")
     logs_parser = add_command("logs", help="pretty-print and filter the forwarder's JSON log lines")
     add_logs_arguments(logs_parser)
     logs_parser.set_defaults(command="logs")
@@ -145,7 +164,9 @@ def _run(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _check(settings: Settings, path: Path | None, env_file: EnvFile | None) -> int:
+def _check(
+    settings: Settings, env: Mapping[str, str], path: Path | None, env_file: EnvFile | None
+) -> int:
     logs.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
     report = _Report()
     report.line("configuration", True, _describe(settings))
@@ -153,12 +174,27 @@ def _check(settings: Settings, path: Path | None, env_file: EnvFile | None) -> i
         for line, note in env_file.notes:
             report.warn(f"{path} line {line}", note)
     report.attempt("endpoint", Source.from_settings(settings).describe)
+    if env.get("EMITTER_CURVE_SECRET_KEY_FILE") or env.get("EMITTER_CURVE_SERVER_KEY"):
+        report.attempt("emitter keys", functools.partial(_emitter_keys, settings, env))
     report.attempt("state directory", DeadLetters.from_settings(settings, Stats()).prepare)
     report.attempt("buffer", functools.partial(_describe_buffer, settings))
     for sink in build_sinks(settings):
         with sink:
             report.attempt(f"sink {sink.name}", sink.check)
     return EXIT_OK if report.all_ok else EXIT_FAILED
+
+
+def _emitter_keys(settings: Settings, env: Mapping[str, str]) -> str:
+    """The emitter's CURVE settings in the same file must load and name this forwarder's key."""
+    keys = curve_client_keys(env)
+    assert keys is not None
+    if settings.curve is not None and keys.server != settings.curve.public:
+        raise ConfigError(
+            "EMITTER_CURVE_SERVER_KEY",
+            keys.server.decode(),
+            f"this forwarder's public key {settings.curve.public.decode()}",
+        )
+    return f"EMITTER_CURVE_SERVER_KEY {keys.server.decode()}, emitter key {keys.public.decode()}"
 
 
 def _describe_buffer(settings: Settings) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Final
 import msgspec
 import zmq
 
+from emitter.config import CurveKeys, curve_options
 from emitter.contract import InvalidEnvelope, decode_envelope
 from forwarder.control import ControlError, control_path, query
 from forwarder.deadletter import FILE_NAME, locked, rotated
@@ -186,20 +187,27 @@ def _replay(path: Path, settings: Settings, chosen: Sequence[Letter]) -> int:
             print(f"{letter.number}: kept, it still does not decode ({exc.reason})")
             continue
         sendable.append(letter)
-    sent = _push(settings.endpoint, [letter.raw for letter in sendable])
+    sent = _push(settings, [letter.raw for letter in sendable])
     _remove(path, {letter.number for letter in sendable[:sent]})
     print(f"replayed {sent} of {len(chosen)} records to {settings.endpoint}")
     return 0 if sent == len(chosen) else 1
 
 
-def _push(endpoint: str, frames: Sequence[bytes]) -> int:
-    """Hand the frames to the forwarder as the emitter does; how many ZeroMQ took."""
+def _push(settings: Settings, frames: Sequence[bytes]) -> int:
+    """Hand the frames to the forwarder as the emitter does; how many ZeroMQ took. On a CURVE
+    endpoint the command speaks with the forwarder's own keys, which the forwarder accepts."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
     push.setsockopt(zmq.LINGER, _SEND_TIMEOUT_MS)
+    curve = settings.curve
+    if curve is not None:
+        for option, value in curve_options(
+            CurveKeys(curve.public, curve.secret, curve.public)
+        ).items():
+            push.setsockopt(option, value)
     try:
-        push.connect(endpoint)
+        push.connect(settings.endpoint)
         for sent, frame in enumerate(frames):
             try:
                 push.send(frame)

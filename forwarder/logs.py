@@ -7,12 +7,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 import structlog
 from structlog.typing import Processor
 
-from forwarder.settings import LogFormat
+if TYPE_CHECKING:  # settings import this module's Throttle (through forwarder.curve)
+    from forwarder.settings import LogFormat
 
 __all__ = ["Throttle", "configure"]
 

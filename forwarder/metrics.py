@@ -144,6 +144,11 @@ class _StatsCollector:
             value=snap["disconnects"],
         )
         yield CounterMetricFamily(
+            f"{PREFIX}_emitters_refused",
+            "CURVE handshakes refused (a client key not listed, or a client without CURVE).",
+            value=snap["emitters_refused"],
+        )
+        yield CounterMetricFamily(
             f"{PREFIX}_dead_letters_discarded",
             "Dead letters lost when the rotated dead-letter file was replaced.",
             value=snap["dead_letters_discarded"],

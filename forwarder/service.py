@@ -15,6 +15,7 @@ from forwarder.backlog import Store, open_store
 from forwarder.control import ControlServer, control_path
 from forwarder.deadletter import DeadLetters, frame_event_id
 from forwarder.errors import ConfigError, ForwarderError, StartupError
+from forwarder.logs import Throttle
 from forwarder.metrics import BatchLatency, MetricsServer
 from forwarder.notify import Notifier
 from forwarder.retry import Clock, SystemClock
@@ -65,6 +66,8 @@ class Forwarder:
             else MetricsServer(settings.metrics_addr, self.stats.snapshot, latency=self._latency)
         )
         self._stop = threading.Event()
+        self._disconnect_throttle = Throttle()
+        self._refused_throttle = Throttle()
 
     def stop(self) -> None:
         """Ask run() to finish; safe from a signal handler or any thread."""
@@ -143,7 +146,7 @@ class Forwarder:
         next_ping = self._clock.monotonic()
         while not self._stop.is_set():
             self._dispatch(self._source.receive(_POLL_MS))
-            self._count_disconnects()
+            self._count_connection_events()
             now = self._clock.monotonic()
             self.stats.loop_at = time.monotonic()
             if now >= next_ping:
@@ -154,16 +157,28 @@ class Forwarder:
                 log.info("stats", **self.stats.snapshot())
                 next_stats = now + interval
 
-    def _count_disconnects(self) -> None:
-        ended = self._source.disconnects()
+    def _count_connection_events(self) -> None:
+        ended, refused = self._source.connection_events()
         if ended:
             self.stats.disconnects += ended
-            log.info(
-                "emitter_disconnected",
-                count=ended,
-                total=self.stats.disconnects,
-                cause="an emitting process ended, or sent a frame over FORWARDER_MAX_FRAME_BYTES",
-            )
+            if (held := self._disconnect_throttle.ready()) is not None:
+                log.info(
+                    "emitter_disconnected",
+                    total=self.stats.disconnects,
+                    suppressed=held,
+                    cause="an emitting process ended, or sent a frame over "
+                    "FORWARDER_MAX_FRAME_BYTES",
+                )
+        if refused:
+            self.stats.emitters_refused += refused
+            if (held := self._refused_throttle.ready()) is not None:
+                log.warning(
+                    "emitter_refused",
+                    total=self.stats.emitters_refused,
+                    suppressed=held,
+                    cause="a CURVE handshake failed: a client key not in "
+                    "FORWARDER_CURVE_CLIENTS_FILE, a wrong server key, or no CURVE",
+                )
 
     def _status(self) -> str:
         """One line for `systemctl status`: what came in and where each sink stands."""

@@ -12,6 +12,7 @@ from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
 from emitter.config import ConfigError, env_int, env_str, resolve_endpoint
+from forwarder.curve import CurveServer, load_server
 from forwarder.metrics import parse_metrics_addr
 
 __all__ = ["KafkaSettings", "Settings", "SocketIOSettings"]
@@ -205,6 +206,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
     metrics_addr: tuple[str, int] | None = None
+    curve: CurveServer | None = None
     kafka: KafkaSettings | None = None
     socketio: SocketIOSettings | None = None
 
@@ -224,9 +226,10 @@ class Settings:
                 f"at least FORWARDER_RETRY_BASE_MS ({retry_base_ms})",
             )
         log_format = _choice(env, "LOG_FORMAT", "auto", LOGGING_FORMATS)
+        curve = load_server(env)
         return cls(
             modes=modes,
-            endpoint=resolve_endpoint(env),
+            endpoint=resolve_endpoint(env, curve=curve is not None),
             socket_group=_optional(env, "FORWARDER_SOCKET_GROUP"),
             state_dir=state_dir,
             batch_max=env_int(env, "FORWARDER_BATCH_MAX", cls.batch_max, minimum=1),
@@ -258,6 +261,7 @@ class Settings:
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOGGING_LEVELS),
             log_format=cast(LogFormat, log_format),
             metrics_addr=parse_metrics_addr(env),
+            curve=curve,
             kafka=KafkaSettings.from_env(env) if "KAFKA" in modes else None,
             socketio=SocketIOSettings.from_env(env) if "SOCKETIO" in modes else None,
         )

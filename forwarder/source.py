@@ -11,10 +11,12 @@ from typing import Final
 
 import structlog
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from emitter.config import ConfigError, ipc_path
 from forwarder.access import blocked_at, group_members
+from forwarder.curve import CurveServer, read_clients
 from forwarder.errors import ForwarderError
 from forwarder.settings import MAX_FRAME_BYTES, Settings
 
@@ -26,6 +28,12 @@ MAX_FRAMES: Final = 1_000
 """Most frames one receive returns, so the stop flag and the stats timer are looked at often."""
 _SUN_PATH_MAX: Final = 107
 """Longest Unix socket path Linux accepts (108 bytes with the terminating NUL)."""
+
+_HANDSHAKE_FAILED: Final = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 log = structlog.get_logger("forwarder.source")
 
@@ -39,14 +47,17 @@ class Source:
         *,
         socket_group: str | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        curve: CurveServer | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._path = ipc_path(endpoint)
         self._gid = _group_id(socket_group)
         self._max_frame_bytes = max_frame_bytes
+        self._curve = curve
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
+        self._authenticator: ThreadAuthenticator | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Source:
@@ -55,6 +66,7 @@ class Source:
             settings.endpoint,
             socket_group=settings.socket_group,
             max_frame_bytes=settings.max_frame_bytes,
+            curve=settings.curve,
         )
 
     @property
@@ -79,7 +91,10 @@ class Source:
         # ZeroMQ reads a frame's length first and drops the connection of a peer announcing more:
         # the frame is never read into memory (its content and length never reach us).
         pull.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
-        self._monitor = pull.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor = pull.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        if self._curve is not None:
+            self._authenticator = self._curve.start(context)
+            self._curve.secure(pull)
         # The socket file is born 0600: no one but this user may connect before its group is set.
         umask = os.umask(0o177)
         try:
@@ -87,6 +102,7 @@ class Source:
         except zmq.ZMQError as exc:
             self._close_monitor(pull)
             pull.close()
+            self._stop_authenticator()
             context.term()
             raise self._error(f"an endpoint this process can bind ({exc.strerror})") from exc
         finally:
@@ -102,7 +118,13 @@ class Source:
         beside a forwarder. Raises ForwarderError, with the same text, when FORWARDER_SOCKET_GROUP
         is set and none of its members could connect."""
         if self._path is None:
-            return f"{self.endpoint} (tcp)"
+            if self._curve is None:
+                return f"{self.endpoint} (tcp without CURVE: FORWARDER_ALLOW_INSECURE_TCP=1)"
+            clients = read_clients("FORWARDER_CURVE_CLIENTS_FILE", self._curve.clients_file)
+            return (
+                f"{self.endpoint} (tcp, CURVE: {len(clients)} emitter key(s) accepted from "
+                f"{self._curve.clients_file})"
+            )
         verdict = self._prepare_directory(create=False)
         state = _socket_state(self._path)
         who, anyone = self._who_can_connect(state)
@@ -153,18 +175,25 @@ class Source:
                 break
         return frames
 
-    def disconnects(self) -> int:
-        """Emitter connections that ended since the last call: a process exiting, or ZeroMQ
-        dropping a peer that sent a frame over the limit (the monitor cannot tell which)."""
+    def connection_events(self) -> tuple[int, int]:
+        """Emitter connections that ended, and handshakes refused, since the last call.
+
+        A connection ends when a process exits, and when ZeroMQ drops a peer that sent a frame
+        over the limit (the monitor cannot tell which). A handshake is refused when a client's
+        key is not listed, or it speaks no CURVE to a CURVE endpoint (its connection then ends
+        too, and is counted as well)."""
         monitor = self._monitor
-        ended = 0
+        ended = refused = 0
         while monitor is not None:
             try:
-                recv_monitor_message(monitor, zmq.NOBLOCK)
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
             except zmq.Again:
                 break
-            ended += 1
-        return ended
+            if event == zmq.EVENT_DISCONNECTED:
+                ended += 1
+            else:
+                refused += 1
+        return ended, refused
 
     def close(self) -> None:
         """Stop receiving and remove the socket file; frames still queued in ZeroMQ are lost."""
@@ -174,9 +203,15 @@ class Source:
             self._socket = None
             if self._path is not None:
                 self._path.unlink(missing_ok=True)
+        self._stop_authenticator()
         if self._context is not None:
             self._context.term()
             self._context = None
+
+    def _stop_authenticator(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
 
     def _close_monitor(self, pull: zmq.Socket[bytes]) -> None:
         if self._monitor is not None:

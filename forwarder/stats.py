@@ -57,6 +57,8 @@ class Stats:
     disconnects: int = 0
     """Emitter connections that ended: a process exiting, or ZeroMQ dropping one that sent a
     frame over FORWARDER_MAX_FRAME_BYTES (ZeroMQ does not say which)."""
+    emitters_refused: int = 0
+    """CURVE handshakes refused: a key not in FORWARDER_CURVE_CLIENTS_FILE, or no CURVE at all."""
     dead_letters_discarded: int = 0
     """Dead letters lost when a full dead-letter file replaced the rotated one."""
     sinks: dict[str, SinkCounters] = field(default_factory=dict)
@@ -89,6 +91,7 @@ class Stats:
             "dead_letter_write_failures": self.dead_letter_write_failures,
             "buffer_damaged": self.buffer_damaged,
             "disconnects": self.disconnects,
+            "emitters_refused": self.emitters_refused,
             "dead_letters_discarded": self.dead_letters_discarded,
             "sinks": {name: counters.snapshot() for name, counters in self.sinks.items()},
         }

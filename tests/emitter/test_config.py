@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import zmq
+import zmq.auth
 
 from emitter.config import (
     ConfigError,
+    curve_client_keys,
     default_endpoint,
     env_bool,
     env_int,
@@ -16,37 +19,61 @@ from emitter.config import (
     resolve_endpoint,
 )
 
+LOOPBACK_TCP = [
+    "tcp://127.0.0.1:5556",
+    "tcp://127.8.9.10:5556",
+    "tcp://localhost:5556",
+    "tcp://[::1]:5556",
+]
+
 
 class TestResolveEndpoint:
-    @pytest.mark.parametrize(
-        "endpoint",
-        [
-            "tcp://127.0.0.1:5556",
-            "tcp://127.8.9.10:5556",
-            "tcp://localhost:5556",
-            "tcp://[::1]:5556",
-            "ipc:///run/user/1000/openalgo-forwarder/events.sock",
-        ],
-    )
-    def test_local_endpoints_are_accepted(self, endpoint: str):
-        """Loopback TCP and absolute ipc paths need no extra permission."""
+    def test_an_absolute_ipc_path_is_accepted(self):
+        """The default transport needs no key and no permission."""
+        endpoint = "ipc:///run/user/1000/openalgo-forwarder/events.sock"
         assert resolve_endpoint({"FORWARDER_ENDPOINT": endpoint}) == endpoint
+
+    @pytest.mark.parametrize("endpoint", LOOPBACK_TCP)
+    def test_loopback_tcp_needs_curve_keys(self, endpoint: str):
+        """Any local user can reach a loopback port: tcp:// goes with CURVE keys."""
+        with pytest.raises(ConfigError) as refused:
+            resolve_endpoint({"FORWARDER_ENDPOINT": endpoint})
+        assert "CURVE keys" in str(refused.value)
+        assert resolve_endpoint({"FORWARDER_ENDPOINT": endpoint}, curve=True) == endpoint
+
+    @pytest.mark.parametrize("endpoint", LOOPBACK_TCP)
+    def test_insecure_tcp_is_allowed_on_loopback_only_when_asked(self, endpoint: str):
+        """FORWARDER_ALLOW_INSECURE_TCP=1 takes a loopback port without keys."""
+        env = {"FORWARDER_ENDPOINT": endpoint, "FORWARDER_ALLOW_INSECURE_TCP": "1"}
+        assert resolve_endpoint(env) == endpoint
+
+    def test_insecure_tcp_is_never_allowed_off_loopback(self):
+        """Not even with FORWARDER_ALLOW_REMOTE=1: events never cross a network unencrypted."""
+        env = {
+            "FORWARDER_ENDPOINT": "tcp://10.0.0.5:5556",
+            "FORWARDER_ALLOW_INSECURE_TCP": "1",
+            "FORWARDER_ALLOW_REMOTE": "1",
+        }
+        with pytest.raises(ConfigError, match="FORWARDER_ENDPOINT"):
+            resolve_endpoint(env)
+        assert resolve_endpoint(env, curve=True) == env["FORWARDER_ENDPOINT"]
 
     def test_surrounding_spaces_are_ignored(self):
         """A value copied with stray spaces still works."""
         assert (
-            resolve_endpoint({"FORWARDER_ENDPOINT": " tcp://127.0.0.1:1 "}) == "tcp://127.0.0.1:1"
+            resolve_endpoint({"FORWARDER_ENDPOINT": " tcp://127.0.0.1:1 "}, curve=True)
+            == "tcp://127.0.0.1:1"
         )
 
     @pytest.mark.parametrize("endpoint", ["tcp://10.0.0.5:5556", "tcp://example.com:5556"])
     def test_remote_tcp_is_refused_unless_allowed(self, endpoint: str):
         """Events stay on the machine unless the operator explicitly allows the network."""
         with pytest.raises(ConfigError) as refused:
-            resolve_endpoint({"FORWARDER_ENDPOINT": endpoint})
+            resolve_endpoint({"FORWARDER_ENDPOINT": endpoint}, curve=True)
         assert refused.value.variable == "FORWARDER_ENDPOINT"
         assert "FORWARDER_ALLOW_REMOTE=1" in str(refused.value)
         allowed = {"FORWARDER_ENDPOINT": endpoint, "FORWARDER_ALLOW_REMOTE": "1"}
-        assert resolve_endpoint(allowed) == endpoint
+        assert resolve_endpoint(allowed, curve=True) == endpoint
 
     @pytest.mark.parametrize(
         "endpoint",
@@ -81,9 +108,57 @@ class TestResolveEndpoint:
         """A typo in the permission is an error, not a silent yes or no."""
         with pytest.raises(ConfigError) as refused:
             resolve_endpoint(
-                {"FORWARDER_ENDPOINT": "tcp://127.0.0.1:1", "FORWARDER_ALLOW_REMOTE": "y"}
+                {"FORWARDER_ENDPOINT": "tcp://127.0.0.1:1", "FORWARDER_ALLOW_REMOTE": "y"},
+                curve=True,
             )
         assert refused.value.variable == "FORWARDER_ALLOW_REMOTE"
+
+
+class TestCurveClientKeys:
+    @pytest.fixture
+    def certificate(self, tmp_path: Path) -> tuple[Path, bytes]:
+        public_file, secret_file = zmq.auth.create_certificates(str(tmp_path), "app")
+        return Path(secret_file), zmq.auth.load_certificate(public_file)[0]
+
+    def test_none_when_neither_is_set(self):
+        """ipc needs no keys: an empty environment gives none."""
+        assert curve_client_keys({"EMITTER_CURVE_SERVER_KEY": ""}) is None
+
+    def test_the_keys_come_from_the_certificate_and_the_server_key(self, certificate):
+        """What keygen printed for this emitter is all it needs; the secret stays out of repr."""
+        secret_file, public = certificate
+        server = zmq.curve_keypair()[0].decode()
+        keys = curve_client_keys(
+            {"EMITTER_CURVE_SECRET_KEY_FILE": str(secret_file), "EMITTER_CURVE_SERVER_KEY": server}
+        )
+        assert keys is not None
+        assert (keys.public, keys.server) == (public, server.encode())
+        assert keys.secret.decode() not in repr(keys)
+
+    @pytest.mark.parametrize(
+        ("env", "variable"),
+        [
+            ({"EMITTER_CURVE_SERVER_KEY": "x" * 40}, "EMITTER_CURVE_SECRET_KEY_FILE"),
+            ({"EMITTER_CURVE_SECRET_KEY_FILE": "/x"}, "EMITTER_CURVE_SERVER_KEY"),
+            (
+                {"EMITTER_CURVE_SECRET_KEY_FILE": "/no/such", "EMITTER_CURVE_SERVER_KEY": "k"},
+                "EMITTER_CURVE_SECRET_KEY_FILE",
+            ),
+        ],
+    )
+    def test_half_a_configuration_is_refused_naming_what_is_missing(self, env, variable):
+        with pytest.raises(ConfigError) as refused:
+            curve_client_keys(env)
+        assert refused.value.variable == variable
+
+    @pytest.mark.parametrize("server", ["short", "é" * 40, "#" * 40])
+    def test_a_server_key_that_is_no_z85_key_is_refused(self, certificate, server):
+        env = {
+            "EMITTER_CURVE_SECRET_KEY_FILE": str(certificate[0]),
+            "EMITTER_CURVE_SERVER_KEY": server,
+        }
+        with pytest.raises(ConfigError, match="40 Z85 characters"):
+            curve_client_keys(env)
 
 
 class TestDefaultEndpoint:

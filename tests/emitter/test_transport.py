@@ -9,7 +9,9 @@ import threading
 import weakref
 
 import pytest
+import zmq
 
+from emitter.config import CurveKeys
 from emitter.transport import DisabledTransport, PushTransport, ThrottledCounter
 from tests.emitter.conftest import Peer, wait_until
 
@@ -26,6 +28,38 @@ def pumps() -> int:
 
 def drop_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "emitter" and "dropped" in r.getMessage()]
+
+
+class TestCurve:
+    @pytest.mark.parametrize("right_server_key", [True, False])
+    def test_frames_go_only_to_the_server_whose_key_it_was_given(self, right_server_key):
+        """With CURVE keys the pump's socket completes a handshake only with the listener that
+        holds the secret half of EMITTER_CURVE_SERVER_KEY."""
+        server_public, server_secret = zmq.curve_keypair()
+        client_public, client_secret = zmq.curve_keypair()
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        pull = context.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.curve_server = True
+        pull.curve_secretkey = server_secret
+        pull.curve_publickey = server_public
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        expected = server_public if right_server_key else zmq.curve_keypair()[0]
+        transport = PushTransport(
+            f"tcp://127.0.0.1:{port}",
+            linger_ms=0,
+            curve=CurveKeys(client_public, client_secret, expected),
+        )
+        try:
+            assert transport.send(b"an order")
+            arrived = pull.poll(2000 if right_server_key else 500)
+            assert bool(arrived) is right_server_key
+            if arrived:
+                assert pull.recv() == b"an order"
+        finally:
+            transport.close()
+            pull.close()
+            context.term()
 
 
 class TestPushTransport:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -108,8 +110,16 @@ class TestEnvFile:
         refused; what is left is the relay secret nobody can ship, reported on its sink line."""
         env_file = tmp_path / "forwarder.env"
         env_file.write_bytes((ROOT / ".sample.env").read_bytes())
-        clean = {"PATH": forwarder_env(tmp_path)["PATH"], "HOME": str(tmp_path)}
-        result = run_cli("check", "--env-file", str(env_file), env=clean)
+        runtime = Path(tempfile.mkdtemp(prefix="fwd-", dir="/tmp"))  # a socket path is short
+        clean = {
+            "PATH": forwarder_env(tmp_path)["PATH"],
+            "HOME": str(tmp_path),
+            "XDG_RUNTIME_DIR": str(runtime),
+        }
+        try:
+            result = run_cli("check", "--env-file", str(env_file), env=clean)
+        finally:
+            shutil.rmtree(runtime)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "is not valid" not in result.stderr
         lines = result.stdout.splitlines()

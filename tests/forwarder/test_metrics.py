@@ -175,6 +175,7 @@ class TestMetricsEndpoint:
         assert values["openalgo_forwarder_events_received_total", ()] == 1500
         assert values["openalgo_forwarder_decode_failures_total", ()] == 2
         assert values["openalgo_forwarder_disconnects_total", ()] == 3
+        assert values["openalgo_forwarder_emitters_refused_total", ()] == 1
         assert values["openalgo_forwarder_dead_letters_discarded_total", ()] == 0
         assert values["openalgo_forwarder_uptime_seconds", ()] == 3723.5
         assert values["openalgo_forwarder_main_loop_age_seconds", ()] == 0.2

@@ -145,9 +145,12 @@ class TestInvalid:
         assert str(error).startswith(f"{variable}=")
         assert "expected" in str(error)
 
-    def test_a_loopback_tcp_endpoint_is_accepted(self):
-        """Loopback TCP is the documented alternative to ipc."""
-        assert Settings.from_env({**KAFKA, "FORWARDER_ENDPOINT": "tcp://127.0.0.1:5556"}).endpoint
+    def test_tcp_without_curve_is_refused_unless_insecure_loopback_is_allowed(self):
+        """tcp:// means CURVE; FORWARDER_ALLOW_INSECURE_TCP=1 allows a loopback port without it."""
+        tcp = {**KAFKA, "FORWARDER_ENDPOINT": "tcp://127.0.0.1:5556"}
+        with pytest.raises(ConfigError, match="CURVE keys"):
+            Settings.from_env(tcp)
+        assert Settings.from_env({**tcp, "FORWARDER_ALLOW_INSECURE_TCP": "1"}).curve is None
 
     def test_a_short_relay_secret_is_not_echoed(self):
         """Even a wrong secret is a secret."""

@@ -31,6 +31,7 @@ class TestStats:
             "dead_letter_write_failures": 0,
             "buffer_damaged": 0,
             "disconnects": 0,
+            "emitters_refused": 0,
             "dead_letters_discarded": 0,
             "sinks": {
                 "kafka": {

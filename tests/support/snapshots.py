@@ -30,6 +30,7 @@ def snapshot(**overrides: Any) -> dict[str, Any]:
         "received": 1500,
         "decode_failures": 2,
         "disconnects": 3,
+        "emitters_refused": 1,
         "dead_letters_discarded": 0,
         "loop_age_s": 0.2,
         "sinks": {
