@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TextIO, cast
 
 from emitter.config import ConfigError, curve_client_keys
 from forwarder import buffer, logs
@@ -150,7 +151,14 @@ def _environment(env_file: EnvFile | None) -> dict[str, str]:
 
 
 def _run(settings: Settings) -> int:
-    logs.configure(settings.log_level_number, settings.log_format)
+    logs.configure(
+        settings.log_level_number,
+        settings.log_format,
+        secrets=settings.secrets,
+        wire=settings.log_wire,
+    )
+    # A traceback Python prints itself (an uncaught error in a thread) is redacted too.
+    sys.stderr = cast(TextIO, logs.RedactingStream(sys.stderr, logs.Redactor(settings.secrets)))
     forwarder = Forwarder(settings, build_sinks(settings), notifier=Notifier.from_env())
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -167,7 +175,13 @@ def _run(settings: Settings) -> int:
 def _check(
     settings: Settings, env: Mapping[str, str], path: Path | None, env_file: EnvFile | None
 ) -> int:
-    logs.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
+    logs.configure(
+        settings.log_level_number,
+        settings.log_format,
+        stream=sys.stderr,
+        secrets=settings.secrets,
+        wire=settings.log_wire,
+    )
     report = _Report()
     report.line("configuration", True, _describe(settings))
     if path is not None and env_file is not None:
@@ -231,6 +245,8 @@ def _describe(settings: Settings) -> str:
     """The settings that decide where events go; secrets appear only as 'set' or 'not set'."""
     parts = [
         f"modes {','.join(settings.modes)}",
+        f"log {settings.log_level}"
+        + (" with wire logging (LOG_WIRE=1)" if settings.log_wire else ""),
         f"frames up to {settings.max_frame_bytes:,} bytes",
         f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms",
         f"retry {settings.retry_base_ms}-{settings.retry_max_ms} ms",

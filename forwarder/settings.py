@@ -6,12 +6,14 @@ import importlib.util
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
-from emitter.config import ConfigError, env_int, env_str, resolve_endpoint
+from zmq.utils import z85
+
+from emitter.config import ConfigError, env_bool, env_int, env_str, resolve_endpoint
 from forwarder.curve import CurveServer, load_server
 from forwarder.metrics import parse_metrics_addr
 
@@ -83,6 +85,8 @@ class KafkaSettings:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    wire_debug: bool = False
+    """LOG_WIRE=1: librdkafka's own debug contexts for the broker protocol are switched on."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> KafkaSettings:
@@ -205,6 +209,7 @@ class Settings:
     stats_interval_s: int = 60
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
+    log_wire: bool = False
     metrics_addr: tuple[str, int] | None = None
     curve: CurveServer | None = None
     kafka: KafkaSettings | None = None
@@ -227,6 +232,8 @@ class Settings:
             )
         log_format = _choice(env, "LOG_FORMAT", "auto", LOGGING_FORMATS)
         curve = load_server(env)
+        log_wire = env_bool(env, "LOG_WIRE", default=False)
+        kafka = KafkaSettings.from_env(env) if "KAFKA" in modes else None
         return cls(
             modes=modes,
             endpoint=resolve_endpoint(env, curve=curve is not None),
@@ -260,15 +267,29 @@ class Settings:
             ),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOGGING_LEVELS),
             log_format=cast(LogFormat, log_format),
+            log_wire=log_wire,
             metrics_addr=parse_metrics_addr(env),
             curve=curve,
-            kafka=KafkaSettings.from_env(env) if "KAFKA" in modes else None,
+            kafka=None if kafka is None else replace(kafka, wire_debug=log_wire),
             socketio=SocketIOSettings.from_env(env) if "SOCKETIO" in modes else None,
         )
 
     @property
     def log_level_number(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret a log line must never show: the SASL password, the relay secret and the
+        CURVE secret key (as configured and in its raw bytes' hex)."""
+        found = []
+        if self.kafka is not None and self.kafka.sasl_password:
+            found.append(self.kafka.sasl_password)
+        if self.socketio is not None and self.socketio.relay_secret:
+            found.append(self.socketio.relay_secret)
+        if self.curve is not None:
+            found += [self.curve.secret.decode(), z85.decode(self.curve.secret).hex()]
+        return tuple(found)
 
 
 def _modes(env: Mapping[str, str]) -> tuple[str, ...]:

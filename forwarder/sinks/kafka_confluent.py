@@ -107,6 +107,8 @@ def producer_config(settings: KafkaSettings) -> dict[str, Any]:
         "max.in.flight.requests.per.connection": max_in_flight(settings),
         "security.protocol": settings.security_protocol.lower(),
     }
+    if settings.wire_debug:
+        config["debug"] = "broker,protocol,security"
     return config | security_config(settings, _SECURITY_NAMES)
 
 

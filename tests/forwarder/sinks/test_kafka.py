@@ -177,6 +177,12 @@ class TestProducerConfig:
 
 
 class TestConfluentProducerConfig:
+    def test_librdkafka_debugging_only_with_log_wire(self):
+        """librdkafka's protocol debugging is a wire log: on with LOG_WIRE=1 alone."""
+        assert "debug" not in kafka_confluent.producer_config(KafkaSettings())
+        wired = kafka_confluent.producer_config(KafkaSettings(wire_debug=True))
+        assert wired["debug"] == "broker,protocol,security"
+
     @pytest.mark.parametrize(
         ("acks", "retries", "idempotent", "in_flight"),
         [("all", 3, True, 5), ("all", 0, False, 1), ("1", 3, False, 1), ("0", 3, False, 1)],
