@@ -20,6 +20,7 @@ import structlog
 
 from emitter.config import ipc_path
 from forwarder.errors import ForwarderError
+from forwarder.printable import printable
 
 __all__ = [
     "ControlError",
@@ -176,7 +177,7 @@ def render_stats(snapshot: Mapping[str, Any]) -> str:
         oldest = sink.get("oldest_age_s")
         rows.append(
             (
-                name,
+                printable(name),
                 f"{sink['delivered']:,}",
                 f"{sink['retried']:,}",
                 f"{sink['queued']:,}",
@@ -217,7 +218,8 @@ def _state(sink: Mapping[str, Any]) -> str:
     if since is None:
         return "delivering"
     error = sink.get("last_error")
-    return f"retrying for {format_duration(since)}" + (f": {error}" if error else "")
+    detail = f": {printable(str(error))}" if error else ""
+    return f"retrying for {format_duration(since)}{detail}"
 
 
 def _answers(path: Path) -> bool:

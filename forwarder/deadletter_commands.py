@@ -25,6 +25,7 @@ from emitter.config import CurveKeys, curve_options
 from emitter.contract import InvalidEnvelope, decode_envelope
 from forwarder.control import ControlError, control_path, query
 from forwarder.deadletter import FILE_NAME, locked, rotated
+from forwarder.printable import printable, printable_json
 from forwarder.settings import Settings
 
 __all__ = ["add_dead_letter_arguments", "run_dead_letters"]
@@ -112,7 +113,7 @@ def _event_name(letter: Letter) -> str:
 def _list(letters: Sequence[Letter], *, as_json: bool) -> int:
     if as_json:
         for letter in letters:
-            print(json.dumps({"number": letter.number, **letter.fields}))
+            print(printable_json({"number": letter.number, **letter.fields}))
         return 0
     if not letters:
         print("no dead letters")
@@ -124,11 +125,13 @@ def _list(letters: Sequence[Letter], *, as_json: bool) -> int:
         rows.append(
             (
                 str(letter.number),
-                str(f.get("time", "-")),
-                str(f.get("sink") or "-"),
-                str(f.get("event_id") or "-"),
-                _event_name(letter),
-                reason if len(reason) <= _REASON_WIDTH else reason[: _REASON_WIDTH - 1] + "…",
+                printable(str(f.get("time", "-"))),
+                printable(str(f.get("sink") or "-")),
+                printable(str(f.get("event_id") or "-")),
+                printable(_event_name(letter)),
+                printable(
+                    reason if len(reason) <= _REASON_WIDTH else reason[: _REASON_WIDTH - 1] + "…"
+                ),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -149,7 +152,7 @@ def _show(letters: Sequence[Letter], number: int) -> int:
     except InvalidEnvelope as exc:
         shown["decodes"] = f"no: {exc.reason}"
         shown["raw_hex"] = letter.raw[:256].hex(" ")
-    print(json.dumps(shown, indent=2, ensure_ascii=False))
+    print(printable_json(shown, indent=2))
     return 0
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TextIO
 
+from forwarder.printable import printable, printable_json
+
 __all__ = ["LEVELS", "LogFilter", "add_logs_arguments", "follow", "render", "run_logs"]
 
 LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -113,7 +115,7 @@ def _show(line: str, line_filter: LogFilter, *, colour: bool) -> str | None:
     text = line.rstrip("\r\n")
     record = _parse(text)
     if record is None:
-        return text
+        return printable(text)
     if not line_filter.matches(record):
         return None
     return render(record, colour=colour)
@@ -155,13 +157,15 @@ class LogFilter:
 
 def render(record: Mapping[str, Any], *, colour: bool) -> str:
     """timestamp, level, event, then key=value in the order logged; a traceback on its own lines."""
-    level = str(record.get("level", "")).lower()
+    level = printable(str(record.get("level", "")).lower())
     head = [
-        str(record.get("timestamp", "")),
+        printable(str(record.get("timestamp", ""))),
         level.upper().ljust(8),
-        str(record.get("event", "")).ljust(24),
+        printable(str(record.get("event", ""))).ljust(24),
     ]
-    pairs = [(key, _value(value)) for key, value in record.items() if key not in _HEAD_KEYS]
+    pairs = [
+        (printable(key), _value(value)) for key, value in record.items() if key not in _HEAD_KEYS
+    ]
     if colour:
         head[0] = f"{_DIM}{head[0]}{_RESET}"
         head[1] = f"{_LEVEL_COLOURS.get(level, '')}{head[1]}{_RESET}"
@@ -172,7 +176,8 @@ def render(record: Mapping[str, Any], *, colour: bool) -> str:
     line = " ".join(part for part in [*head, *tail] if part).rstrip()
     exception = record.get("exception")
     if exception:
-        line += "\n" + "\n".join("    " + row for row in str(exception).rstrip().splitlines())
+        rows = str(exception).rstrip().split("\n")
+        line += "\n" + "\n".join("    " + printable(row) for row in rows)
     return line
 
 
@@ -230,8 +235,8 @@ def _parse(text: str) -> dict[str, Any] | None:
 
 def _value(value: Any) -> str:
     if isinstance(value, str) and value and not any(c.isspace() for c in value):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return printable(value)
+    return printable_json(value)
 
 
 def _values(node: Any, keys: frozenset[str], depth: int = 0) -> set[str]:

@@ -278,6 +278,15 @@ class TestRenderStats:
         assert kafka[:end].endswith("1,400")
         assert socketio[:end].endswith("1,500")
 
+    def test_an_error_text_from_an_event_is_escaped(self):
+        """A sink's last error can quote what a frame carried: its control characters are
+        printed as escapes."""
+        failing = sink_snapshot(retrying_since_s=1.0, last_error="refused topic \x1b[2J\x9b")
+        text = render_stats(snapshot(sinks={"kafka": failing}))
+        assert "\x1b" not in text
+        assert "\x9b" not in text
+        assert "refused topic \\x1b[2J\\x9b" in text
+
     def test_no_sinks(self):
         """A forwarder with no sink says so instead of printing an empty table."""
         assert render_stats(snapshot(sinks={})).splitlines()[-1] == "no sink configured"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from emitter.contract import encode_envelope
@@ -70,6 +71,25 @@ class TestReading:
     def test_an_empty_state_directory_has_no_dead_letters(self, env):
         result = run_cli("dead-letters", "list", env=env)
         assert (result.returncode, result.stdout.strip()) == (0, "no dead letters")
+
+
+class TestEscaping:
+    def test_list_and_show_escape_what_came_from_the_frame(self, env):
+        """Event id, event name, reason and payload come from frames: printed, their control
+        characters are escapes, and `show` stays valid JSON."""
+        hostile = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e"
+        event = envelope(3, prefix=f"ev{hostile}")
+        frame = encode_envelope(msgspec.structs.replace(event, event=f"order{hostile}"))
+        dead = DeadLetters(Path(env["FORWARDER_STATE_DIR"]), Stats())
+        dead.prepare()
+        dead.record(frame, f"refused {hostile}", sink="kafka", event_id=event.id)
+        outputs = [run_cli("dead-letters", "list", env=env).stdout]
+        outputs.append(run_cli("dead-letters", "list", "--json", env=env).stdout)
+        shown = run_cli("dead-letters", "show", "1", env=env).stdout
+        for text in [*outputs, shown]:
+            assert [c for c in text if c in "\x1b\x07\x9b\u202e"] == []
+        assert "ev\\x1b]0;owned" in outputs[0]
+        assert json.loads(shown)["envelope"]["event"] == f"order{hostile}"
 
 
 class TestPurge:

@@ -184,6 +184,24 @@ class TestRendering:
         assert lines[1] == "    Traceback (most recent call last):"
         assert lines[-1] == "    ValueError: record too large"
 
+    def test_control_characters_from_events_are_escaped(self, daemon_log):
+        """An event id or a field taken from a frame cannot drive the terminal: every control
+        and format character in any value, key, event name or traceback is shown escaped, and
+        a line that is not JSON too."""
+        log, path = daemon_log
+        hostile = "ev-\x1b]0;owned\x07\x1b[2J\x9b\u202e"
+        log.warning("frame_dead_lettered", event_id=hostile, reason=f"bad {hostile}")
+        log.warning(f"event{hostile}", **{f"key{hostile}": 1})
+        try:
+            raise ValueError(hostile)
+        except ValueError:
+            log.exception("sink_failed")
+        with path.open("a") as raw:
+            raw.write(f"not json {hostile}\n")
+        text = "\n".join(view(str(path)))
+        assert [c for c in text if c in "\x1b\x07\x9b\u202e"] == []
+        assert text.count("ev-\\x1b]0;owned\\x07") >= 4
+
     def test_standard_input(self, sample):
         """- reads the same lines from standard input, as piped from journalctl -o cat."""
         assert view("-", "--sink", "socketio", stdin=sample.read_text()) == view(
