@@ -25,6 +25,7 @@ from forwarder.errors import StartupError
 from forwarder.logview import add_logs_arguments, run_logs
 from forwarder.notify import Notifier
 from forwarder.service import Forwarder
+from forwarder.service_paths import UNIT_NAME, ServicePaths
 from forwarder.settings import Settings
 from forwarder.sinks import build_sinks
 from forwarder.source import Source
@@ -56,15 +57,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "stats" and args.socket is not None:
         return _print_stats(args.socket, as_json=args.json)
-    env_file = _read_env_file(args.env_file)
-    env = _environment(env_file)
+    service = _service(args)
+    path = args.env_file or (None if service is None else service.env_file)
+    env_file = _read_env_file(path)
+    env = _environment(env_file, service)
     settings = Settings.from_env(env)
     if args.command == "stats":
         return _print_stats(control_path(settings.endpoint, settings.state_dir), as_json=args.json)
     if args.command == "dead-letters":
         return run_dead_letters(args, settings)
     if args.command == "check":
-        return _check(settings, env, args.env_file, env_file)
+        return _check(settings, env, path, env_file)
     return _run(settings)
 
 
@@ -73,16 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Deliver OpenAlgo events from the local socket to Kafka and Socket.IO.",
     )
-    env_file_help = (
-        "read settings from this KEY=VALUE file (as .sample.env), parsed as systemd's "
-        "EnvironmentFile= parses it; a variable already set in the environment wins over the file"
-    )
-    parser.add_argument("--env-file", type=Path, metavar="PATH", help=env_file_help)
+    _add_where_options(parser, after_command=False)
     # Accepted after the command too (`check --env-file F`), without overriding one given before.
     after_command = argparse.ArgumentParser(add_help=False)
-    after_command.add_argument(
-        "--env-file", type=Path, metavar="PATH", help=env_file_help, default=argparse.SUPPRESS
-    )
+    _add_where_options(after_command, after_command=True)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     add_command = functools.partial(commands.add_parser, parents=[after_command])
     add_command("run", help="forward events until SIGTERM or SIGINT").set_defaults(command="run")
@@ -123,6 +120,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_where_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """Where the settings come from: an env file, or a systemd service's files."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        default=default(None),
+        help="read settings from this KEY=VALUE file (as .sample.env), parsed as systemd's "
+        "EnvironmentFile= parses it; a variable already set in the environment wins over the file",
+    )
+    parser.add_argument(
+        "--service",
+        action="store_true",
+        default=default(False),
+        help=f"act on the systemd service {UNIT_NAME}.service: its env file and directories",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        default=default(None),
+        help=f"act on the systemd service {UNIT_NAME}@NAME.service (one per OpenAlgo instance)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        default=default(Path("/")),
+        help="with --service or --instance: the service's files are below DIR, as with "
+        "systemctl --root (an image, a container's file system)",
+    )
+
+
+def _service(args: argparse.Namespace) -> ServicePaths | None:
+    if args.instance is None and not args.service:
+        return None
+    return ServicePaths.of(args.instance, args.root)
+
+
 def _print_stats(path: Path, *, as_json: bool) -> int:
     try:
         snapshot = query(path)
@@ -144,10 +183,12 @@ def _read_env_file(path: Path | None) -> EnvFile | None:
         raise ConfigError("--env-file", str(path), f"a file systemd can read ({exc})") from None
 
 
-def _environment(env_file: EnvFile | None) -> dict[str, str]:
-    """The process environment, filled in (never overridden) from the env file."""
+def _environment(env_file: EnvFile | None, service: ServicePaths | None) -> dict[str, str]:
+    """The process environment, filled in (never overridden) from the env file and, for a
+    systemd service, with the directories systemd gives it."""
+    from_service = {} if service is None else service.environment()
     from_file = {} if env_file is None else env_file.values
-    return from_file | dict(os.environ)
+    return from_service | from_file | dict(os.environ)
 
 
 def _run(settings: Settings) -> int:

@@ -212,9 +212,16 @@ def rotated(path: Path) -> Path:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Held while the file is appended to or rewritten, by the forwarder and by the commands."""
+    """Held while the file is appended to or rewritten, by the forwarder and by the commands.
+
+    Made by root (a command run with sudo), the lock file is given to the state directory's
+    owner, the forwarder's user, who must open it for every dead letter it writes."""
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        if os.geteuid() == 0:
+            owner = path.parent.stat()
+            if os.fstat(fd).st_uid != owner.st_uid:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

@@ -1,8 +1,12 @@
 """`openalgo-forwarder dead-letters list|show|replay|purge`: act on what could not be delivered.
 
-Records are numbered in file order, the rotated file (`.1`) first. `replay` pushes the events that
-decode again to the running forwarder's endpoint, the way the emitter does, and removes them from
-the file; `purge` removes records. Both rewrite the file under the lock the forwarder appends with.
+Records are named by their id (16 hex digits the forwarder stores in each; a line without one, from
+an older forwarder, is named by the hash of its text), never by their position: the forwarder may
+append or rotate between two commands, and an id still names the same record. `replay` pushes the
+events that decode again to the running forwarder's endpoint, the way the emitter does, then
+removes exactly those records (id and frame hash) from whichever file holds them; `purge` removes
+records. Both rewrite a file under the lock the forwarder appends with, keeping its owner and mode;
+run by another user than the file's owner (root aside), they refuse and say so.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,17 +33,22 @@ from forwarder.deadletter import FILE_NAME, locked, rotated
 from forwarder.printable import printable, printable_json
 from forwarder.settings import Settings
 
-__all__ = ["add_dead_letter_arguments", "run_dead_letters"]
+__all__ = ["DeadLetterCommandError", "add_dead_letter_arguments", "read", "run_dead_letters"]
 
 _SEND_TIMEOUT_MS: Final = 5000
 _REASON_WIDTH: Final = 60
+_MIN_PREFIX: Final = 4
+
+
+class DeadLetterCommandError(Exception):
+    """The command cannot do what was asked; the message is the one line the operator sees."""
 
 
 @dataclass(frozen=True)
 class Letter:
-    """One record of the file, numbered from 1."""
+    """One record of a dead-letter file."""
 
-    number: int
+    id: str
     fields: dict[str, Any]
     text: str
     """The line as stored, written back unchanged by a rewrite."""
@@ -50,38 +60,51 @@ class Letter:
         except (binascii.Error, ValueError):
             return b""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What a rewrite matches: the id and the frame's hash (the line's, for an old one)."""
+        return self.id, str(self.fields.get("sha256") or _digest(self.text))
+
 
 def add_dead_letter_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(title="actions", required=True, dest="action", metavar="ACTION")
-    listing = actions.add_parser("list", help="one line per record: number, time, sink, reason")
+    listing = actions.add_parser("list", help="one line per record: id, time, sink, event, reason")
     listing.add_argument("--json", action="store_true", help="the records as JSON lines")
     show = actions.add_parser("show", help="one record in full, the event decoded when it can be")
-    show.add_argument("number", type=int)
+    show.add_argument("id", help="the record's id as `list` shows it (or its first digits)")
     for name, text in (
         ("replay", "send the chosen events to the running forwarder again, then remove them"),
         ("purge", "remove the chosen records"),
     ):
         action = actions.add_parser(name, help=text)
-        action.add_argument("numbers", type=int, nargs="*", metavar="NUMBER")
+        action.add_argument("ids", nargs="*", metavar="ID", help="record ids (or first digits)")
         action.add_argument("--all", action="store_true", help="every record")
 
 
 def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    """Exit status 0 when the action did all it was asked, 1 otherwise."""
+    """Exit status 0 when the action did all it was asked, 1 otherwise (one line on stderr)."""
     path = settings.state_dir / FILE_NAME
-    letters = read(path)
-    if args.action == "list":
-        return _list(letters, as_json=args.json)
-    if args.action == "show":
-        return _show(letters, args.number)
-    chosen = _choose(letters, args.numbers, every=args.all)
-    if chosen is None:
+    try:
+        if not settings.state_dir.is_dir():
+            raise DeadLetterCommandError(
+                f"no state directory {settings.state_dir}: for a systemd service pass --service "
+                "or --instance NAME, else the forwarder's --env-file"
+            )
+        letters = read(path)
+        if args.action == "list":
+            return _list(letters, as_json=args.json)
+        if args.action == "show":
+            return _show(_choose(letters, [args.id], every=False)[0])
+        chosen = _choose(letters, args.ids, every=args.all)
+        _check_owner(path)
+        if args.action == "purge":
+            removed = _remove(path, chosen)
+            print(f"purged {removed} of {len(chosen)} records")
+            return 0 if removed == len(chosen) else 1
+        return _replay(path, settings, chosen)
+    except DeadLetterCommandError as exc:
+        print(f"openalgo-forwarder dead-letters: {exc}", file=sys.stderr)
         return 1
-    if args.action == "purge":
-        _remove(path, {letter.number for letter in chosen})
-        print(f"purged {len(chosen)} of {len(letters)} records")
-        return 0
-    return _replay(path, settings, chosen)
 
 
 def read(path: Path) -> list[Letter]:
@@ -92,15 +115,29 @@ def read(path: Path) -> list[Letter]:
             lines = source.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             continue
-        for line in lines:
-            try:
-                fields = json.loads(line)
-            except ValueError:
-                fields = None
-            if not isinstance(fields, dict):
-                fields = {"reason": "unreadable line in the dead-letter file"}
-            letters.append(Letter(len(letters) + 1, fields, line))
+        except PermissionError as exc:
+            raise DeadLetterCommandError(
+                f"not allowed to read {source}: run this as the forwarder's user or as root"
+            ) from exc
+        letters.extend(_letter(line) for line in lines)
     return letters
+
+
+def _letter(line: str) -> Letter:
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        fields = {"reason": "unreadable line in the dead-letter file"}
+    stored = fields.get("id")
+    if isinstance(stored, str) and len(stored) >= _MIN_PREFIX and stored.isalnum():
+        return Letter(stored, fields, line)
+    return Letter(_digest(line)[:16], fields, line)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _event_name(letter: Letter) -> str:
@@ -113,18 +150,18 @@ def _event_name(letter: Letter) -> str:
 def _list(letters: Sequence[Letter], *, as_json: bool) -> int:
     if as_json:
         for letter in letters:
-            print(printable_json({"number": letter.number, **letter.fields}))
+            print(printable_json({**letter.fields, "id": letter.id}))
         return 0
     if not letters:
         print("no dead letters")
         return 0
-    rows = [("#", "time", "sink", "event id", "event", "reason")]
+    rows = [("id", "time", "sink", "event id", "event", "reason")]
     for letter in letters:
         f = letter.fields
         reason = str(f.get("reason", ""))
         rows.append(
             (
-                str(letter.number),
+                printable(letter.id),
                 printable(str(f.get("time", "-"))),
                 printable(str(f.get("sink") or "-")),
                 printable(str(f.get("event_id") or "-")),
@@ -142,11 +179,10 @@ def _list(letters: Sequence[Letter], *, as_json: bool) -> int:
     return 0
 
 
-def _show(letters: Sequence[Letter], number: int) -> int:
-    letter = _find(letters, number)
-    if letter is None:
-        return 1
-    shown = {k: v for k, v in letter.fields.items() if k != "raw"}
+def _show(letter: Letter) -> int:
+    shown = {k: v for k, v in letter.fields.items() if k != "raw"} | {"id": letter.id}
+    if letter.fields.get("truncated"):
+        shown["kept"] = f"the first {len(letter.raw)} of {letter.fields.get('length')} bytes"
     try:
         shown["envelope"] = msgspec.to_builtins(msgspec.structs.asdict(decode_envelope(letter.raw)))
     except InvalidEnvelope as exc:
@@ -156,42 +192,58 @@ def _show(letters: Sequence[Letter], number: int) -> int:
     return 0
 
 
-def _find(letters: Sequence[Letter], number: int) -> Letter | None:
-    for letter in letters:
-        if letter.number == number:
-            return letter
-    print(f"no dead letter number {number}: there are {len(letters)}", file=sys.stderr)
-    return None
-
-
-def _choose(
-    letters: Sequence[Letter], numbers: Sequence[int], *, every: bool
-) -> list[Letter] | None:
-    if every == bool(numbers):
-        print("name the records by number, or pass --all (not both)", file=sys.stderr)
-        return None
+def _choose(letters: Sequence[Letter], ids: Sequence[str], *, every: bool) -> list[Letter]:
+    if every == bool(ids):
+        raise DeadLetterCommandError("name the records by id, or pass --all (not both)")
     if every:
         return list(letters)
-    chosen = [_find(letters, number) for number in numbers]
-    return None if any(letter is None for letter in chosen) else [c for c in chosen if c]
+    chosen = []
+    for wanted in ids:
+        found = [letter for letter in letters if letter.id.startswith(wanted)]
+        if len(wanted) < _MIN_PREFIX or len(found) != 1:
+            problem = "no dead letter" if not found else "more than one dead letter"
+            if len(wanted) < _MIN_PREFIX:
+                problem = f"give at least {_MIN_PREFIX} digits of an id, not"
+            raise DeadLetterCommandError(
+                f"{problem} {printable(wanted)!r}: `dead-letters list` shows the ids "
+                f"({len(letters)} records)"
+            )
+        chosen.append(found[0])
+    return chosen
+
+
+def _check_owner(path: Path) -> None:
+    """A rewrite by another user would leave files the forwarder may no longer append to."""
+    for source in (path, rotated(path)):
+        try:
+            owner = source.stat().st_uid
+        except FileNotFoundError:
+            continue
+        if os.geteuid() not in (0, owner):
+            raise DeadLetterCommandError(
+                f"{source} belongs to uid {owner}: run this as that user (the forwarder's) or "
+                "as root, which keeps the file's owner"
+            )
 
 
 def _replay(path: Path, settings: Settings, chosen: Sequence[Letter]) -> int:
     try:
         query(control_path(settings.endpoint, settings.state_dir))
     except ControlError as exc:
-        print(f"the forwarder must be running to replay: {exc}", file=sys.stderr)
-        return 1
+        raise DeadLetterCommandError(f"the forwarder must be running to replay: {exc}") from exc
     sendable = []
     for letter in chosen:
+        if letter.fields.get("truncated"):
+            print(f"{letter.id}: kept, only its first {len(letter.raw)} bytes were kept")
+            continue
         try:
             decode_envelope(letter.raw)
         except InvalidEnvelope as exc:
-            print(f"{letter.number}: kept, it still does not decode ({exc.reason})")
+            print(f"{letter.id}: kept, it still does not decode ({printable(exc.reason)})")
             continue
         sendable.append(letter)
     sent = _push(settings, [letter.raw for letter in sendable])
-    _remove(path, {letter.number for letter in sendable[:sent]})
+    _remove(path, sendable[:sent])
     print(f"replayed {sent} of {len(chosen)} records to {settings.endpoint}")
     return 0 if sent == len(chosen) else 1
 
@@ -205,9 +257,8 @@ def _push(settings: Settings, frames: Sequence[bytes]) -> int:
     push.setsockopt(zmq.LINGER, _SEND_TIMEOUT_MS)
     curve = settings.curve
     if curve is not None:
-        for option, value in curve_options(
-            CurveKeys(curve.public, curve.secret, curve.public)
-        ).items():
+        own = CurveKeys(curve.public, curve.secret, curve.public)
+        for option, value in curve_options(own).items():
             push.setsockopt(option, value)
     try:
         push.connect(settings.endpoint)
@@ -222,13 +273,35 @@ def _push(settings: Settings, frames: Sequence[bytes]) -> int:
         context.term()
 
 
-def _remove(path: Path, numbers: set[int]) -> None:
-    """Rewrite the file without those records, under the forwarder's append lock."""
+def _remove(path: Path, letters: Iterable[Letter]) -> int:
+    """Remove those records (matched by id and hash) from whichever file holds them now, under
+    the forwarder's append lock; how many were found."""
+    keys = {letter.key for letter in letters}
+    removed = 0
     with locked(path):
-        kept = [letter.text for letter in read(path) if letter.number not in numbers]
-        fresh = path.with_name(path.name + ".new")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.writelines(line + "\n" for line in kept)
-        os.replace(fresh, path)
-        rotated(path).unlink(missing_ok=True)
+        for source in (rotated(path), path):
+            try:
+                lines = source.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                continue
+            kept = [line for line in lines if _letter(line).key not in keys]
+            if len(kept) < len(lines):
+                removed += len(lines) - len(kept)
+                _rewrite(source, kept)
+    return removed
+
+
+def _rewrite(source: Path, lines: Sequence[str]) -> None:
+    """Replace the file's content, keeping its owner and mode (the forwarder must still append)."""
+    info = source.stat()
+    fresh = source.with_name(source.name + ".new")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, info.st_uid, info.st_gid)
+        os.fchmod(fd, info.st_mode & 0o7777)
+        with os.fdopen(fd, "w", closefd=False) as out:
+            out.writelines(line + "\n" for line in lines)
+    finally:
+        os.close(fd)
+    os.replace(fresh, source)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,7 +15,15 @@ from urllib.parse import urlsplit
 
 from zmq.utils import z85
 
-from emitter.config import ConfigError, env_bool, env_int, env_str, resolve_endpoint
+from emitter.config import (
+    SOCKET_NAME,
+    ConfigError,
+    env_bool,
+    env_int,
+    env_str,
+    ipc_path,
+    resolve_endpoint,
+)
 from forwarder.curve import CurveServer, load_server
 from forwarder.metrics import parse_metrics_addr
 
@@ -186,6 +196,40 @@ def _default_state_dir(env: Mapping[str, str]) -> Path:
     return Path.home() / ".local" / "state" / "openalgo-forwarder"
 
 
+def _systemd_runtime_dir(env: Mapping[str, str]) -> Path | None:
+    """$RUNTIME_DIRECTORY, which systemd sets (and makes) for a unit with RuntimeDirectory=."""
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime) if runtime else None
+
+
+def _endpoint(env: Mapping[str, str], *, curve: bool) -> str:
+    """FORWARDER_ENDPOINT; when empty under systemd, the socket in the unit's runtime directory."""
+    runtime = _systemd_runtime_dir(env)
+    if runtime is not None and not env.get("FORWARDER_ENDPOINT", "").strip():
+        env = {**env, "FORWARDER_ENDPOINT": f"ipc://{runtime / SOCKET_NAME}"}
+    return resolve_endpoint(env, curve=curve)
+
+
+def _socket_group(env: Mapping[str, str], endpoint: str) -> str | None:
+    """FORWARDER_SOCKET_GROUP; when empty under systemd, the group systemd gave the runtime
+    directory holding the socket (the unit's Group=), if that directory lets its group in."""
+    named = _optional(env, "FORWARDER_SOCKET_GROUP")
+    runtime = _systemd_runtime_dir(env)
+    socket_path = ipc_path(endpoint)
+    if named is not None or runtime is None or socket_path is None:
+        return named
+    try:
+        info = runtime.stat()
+    except OSError:
+        return None
+    if socket_path.parent != runtime or not info.st_mode & stat.S_IXGRP:
+        return None
+    try:
+        return grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        return None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole configuration; sink sections are present only for the modes that are on."""
@@ -233,11 +277,12 @@ class Settings:
         log_format = _choice(env, "LOG_FORMAT", "auto", LOGGING_FORMATS)
         curve = load_server(env)
         log_wire = env_bool(env, "LOG_WIRE", default=False)
+        endpoint = _endpoint(env, curve=curve is not None)
         kafka = KafkaSettings.from_env(env) if "KAFKA" in modes else None
         return cls(
             modes=modes,
-            endpoint=resolve_endpoint(env, curve=curve is not None),
-            socket_group=_optional(env, "FORWARDER_SOCKET_GROUP"),
+            endpoint=endpoint,
+            socket_group=_socket_group(env, endpoint),
             state_dir=state_dir,
             batch_max=env_int(env, "FORWARDER_BATCH_MAX", cls.batch_max, minimum=1),
             batch_linger_ms=env_int(env, "FORWARDER_BATCH_LINGER_MS", cls.batch_linger_ms),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +50,29 @@ class TestDefaults:
         """Under systemd StateDirectory= is used without any setting."""
         settings = Settings.from_env({**KAFKA, "STATE_DIRECTORY": "/var/lib/openalgo-forwarder"})
         assert settings.state_dir == Path("/var/lib/openalgo-forwarder")
+
+    def test_under_systemd_the_socket_is_in_the_runtime_directory(self, tmp_path):
+        """RuntimeDirectory= gives RUNTIME_DIRECTORY: an empty FORWARDER_ENDPOINT means the
+        socket there, so the unit needs no Environment= line an env file could override."""
+        env = {**KAFKA, "FORWARDER_ENDPOINT": "", "RUNTIME_DIRECTORY": str(tmp_path / "run")}
+        assert Settings.from_env(env).endpoint == f"ipc://{tmp_path}/run/events.sock"
+        explicit = {**env, "FORWARDER_ENDPOINT": "ipc:///elsewhere/events.sock"}
+        assert Settings.from_env(explicit).endpoint == "ipc:///elsewhere/events.sock"
+
+    def test_under_systemd_the_socket_group_is_the_runtime_directorys(self, tmp_path):
+        """The unit's Group= owns the runtime directory (RuntimeDirectoryMode=0750): with
+        FORWARDER_SOCKET_GROUP empty, that group gets the socket; a 0700 directory keeps it
+        private; a group named in the settings wins."""
+        runtime = tmp_path / "run"
+        runtime.mkdir(mode=0o750)
+        runtime.chmod(0o750)
+        env = {**KAFKA, "RUNTIME_DIRECTORY": str(runtime), "FORWARDER_SOCKET_GROUP": ""}
+        own_group = grp.getgrgid(os.getgid()).gr_name
+        assert Settings.from_env(env).socket_group == own_group
+        runtime.chmod(0o700)
+        assert Settings.from_env(env).socket_group is None
+        named = {**env, "FORWARDER_SOCKET_GROUP": "some-group"}
+        assert Settings.from_env(named).socket_group == "some-group"
 
     def test_secrets_stay_out_of_the_repr(self):
         """A settings object printed in a log or traceback reveals no secret."""

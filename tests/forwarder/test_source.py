@@ -8,10 +8,8 @@ import json
 import multiprocessing
 import os
 import pwd
-import shutil
 import socket
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,17 +91,6 @@ def connect_as(user: str, path: Path) -> int:
         os._exit(status)
     _, waited = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(waited)
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A directory other users can enter (pytest's own tmp_path is 0700 under root)."""
-    path = Path(tempfile.mkdtemp(prefix="forwarder-access-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 class TestIpcDirectory:

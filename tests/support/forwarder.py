@@ -57,8 +57,10 @@ def run_cli(
 class ForwarderProcess:
     """`python -m forwarder run` with a reader thread that parses every line it prints."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], *, umask: int = -1) -> None:
         self.env = dict(env)
+        self.umask = umask
+        """The process's umask, as a unit's UMask= sets it; -1 keeps the test's."""
         self._lines: list[dict[str, Any]] = []
         self._text: list[str] = []
         self._changed = threading.Condition()
@@ -82,6 +84,7 @@ class ForwarderProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            umask=self.umask,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
