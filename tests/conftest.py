@@ -10,10 +10,35 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.broker import KafkaBroker
+from tests.support.processes import become_subreaper, end, running_descendants
 
 EXTERNAL_KAFKA = "KAFKA_TEST_BOOTSTRAP_SERVERS"
 THREAD_GRACE_S = 10.0
 """How long a test's threads may take to end after its teardown before the test is failed."""
+PROCESS_GRACE_S = 10.0
+"""How long processes still running when the session ends may take to go before it fails."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Orphaned processes a test leaves behind come back to the session, to be found at its end."""
+    become_subreaper()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite ends by listing its own descendants: any still running fails it. (Under xdist
+    each worker checks its own; the controller's children are the workers.)"""
+    if session.config.pluginmanager.has_plugin("dsession"):
+        return
+    left = running_descendants(PROCESS_GRACE_S)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["processes left running by the test session (now ended):", *(f"  {p}" for p in left)]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    end(left)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import multiprocessing
 import threading
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ from tests.support.broker import consume
 from tests.support.forwarder import (
     GARBAGE,
     ForwarderProcess,
+    emitting_processes,
     envelope,
     forwarder_env,
     publish_orders,
@@ -117,16 +117,10 @@ class TestForwarderToKafka:
         """Every event of each of three gunicorn-like workers arrives once, in its order."""
         process = start(forwarders, tmp_path, kafka_bootstrap, topic, KAFKA_CLIENT=kafka_client)
         endpoint = process.env["FORWARDER_ENDPOINT"]
-        spawn = multiprocessing.get_context("spawn")
-        emitters = [
-            spawn.Process(target=publish_orders, args=(endpoint, f"worker{n}", 200))
-            for n in range(3)
-        ]
-        for emitter in emitters:
-            emitter.start()
-        for emitter in emitters:
-            emitter.join(60)
-        assert [emitter.exitcode for emitter in emitters] == [0, 0, 0]
+        calls = [(endpoint, f"worker{n}", 200) for n in range(3)]
+        with emitting_processes(publish_orders, calls) as emitters:
+            pass
+        assert [emitter.returncode for emitter in emitters] == [0, 0, 0]
         records = consume(kafka_bootstrap, topic, 600, timeout=30)
         assert len(records) == 600
         per_key = defaultdict(list)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import grp
 import json
-import multiprocessing
 import os
 import pwd
 import socket
@@ -25,6 +24,7 @@ from forwarder.source import MAX_FRAMES, Source
 from tests.support.broker import free_port
 from tests.support.forwarder import (
     ForwarderProcess,
+    emitting_processes,
     envelope,
     forwarder_env,
     push_envelopes,
@@ -367,20 +367,11 @@ class TestReceive:
 
     def test_three_emitting_processes_at_once_each_arrive_whole_and_in_order(self, endpoint):
         """Gunicorn workers each push on their own connection to the one endpoint."""
-        spawn = multiprocessing.get_context("spawn")
+        calls = [(endpoint, f"p{n}", 300) for n in range(3)]
         with bound(endpoint) as source:
-            emitters = [
-                spawn.Process(target=push_envelopes, args=(endpoint, f"p{n}", 300))
-                for n in range(3)
-            ]
-            for emitter in emitters:
-                emitter.start()
-            try:
+            with emitting_processes(push_envelopes, calls) as emitters:
                 frames = receive_all(source, 900)
-            finally:
-                for emitter in emitters:
-                    emitter.join(30)
-            assert [emitter.exitcode for emitter in emitters] == [0, 0, 0]
+            assert [emitter.returncode for emitter in emitters] == [0, 0, 0]
         ids = [decode_envelope(frame).id for frame in frames]
         assert len(ids) == 900
         for n in range(3):

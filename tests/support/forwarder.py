@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,37 @@ def push_frames(endpoint: str, frames: Iterable[bytes]) -> None:
 def push_envelopes(endpoint: str, prefix: str, count: int) -> None:
     """Entry point of an emitting process: `count` envelopes with ids `prefix-000000`..."""
     push_frames(endpoint, (encode_envelope(envelope(i, prefix=prefix)) for i in range(count)))
+
+
+@contextmanager
+def emitting_processes(
+    target: Callable[..., None], calls: Iterable[tuple[str | int, ...]]
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """One process per call of `target` (a function of this module), as gunicorn workers are
+    separate processes; each is waited for (killed if it hangs) on the way out.
+
+    Plain subprocesses, not multiprocessing: its spawn context starts a resource tracker process
+    that outlives the test session."""
+    started = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from tests.support.forwarder import {target.__name__} as f; f(*{args!r})",
+            ],
+            cwd=ROOT,
+        )
+        for args in calls
+    ]
+    try:
+        yield started
+    finally:
+        for process in started:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def publish_orders(endpoint: str, user: str, count: int) -> None:
