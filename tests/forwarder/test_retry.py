@@ -26,11 +26,15 @@ class TestBackoff:
         assert min(delays) < ceiling_s * 0.05
         assert max(delays) > ceiling_s * 0.95
 
-    def test_the_same_seed_gives_the_same_delays(self):
-        """An injected random source makes a retry schedule reproducible."""
-        first = Backoff(50, 30_000, rng=random.Random(7))
-        second = Backoff(50, 30_000, rng=random.Random(7))
-        assert [first.delay_s(n) for n in range(10)] == [second.delay_s(n) for n in range(10)]
+    def test_the_delays_come_from_the_injected_random_source(self):
+        """An injected random source makes a retry schedule reproducible: each delay is that
+        source's uniform draw over [0, ceiling], and another seed gives another schedule."""
+        backoff = Backoff(50, 30_000, rng=random.Random(7))
+        reference = random.Random(7)
+        expected = [reference.uniform(0, backoff.ceiling_ms(n)) / 1000 for n in range(10)]
+        assert [backoff.delay_s(n) for n in range(10)] == expected
+        other = Backoff(50, 30_000, rng=random.Random(8))
+        assert [other.delay_s(n) for n in range(10)] != expected
 
     def test_a_huge_retry_number_is_held_at_the_cap(self):
         """A sink down for days reaches retry numbers whose power of two would be absurd."""
@@ -39,20 +43,43 @@ class TestBackoff:
         assert 0 <= backoff.delay_s(10**9) <= 30
 
 
+def sleeping(clock: SystemClock, seconds: float, wake: threading.Event) -> threading.Thread:
+    """The clock's sleep in a thread of its own, so the test can watch it without hanging."""
+    thread = threading.Thread(target=clock.sleep, args=(seconds, wake), daemon=True)
+    thread.start()
+    return thread
+
+
 class TestSystemClock:
-    def test_sleep_returns_at_once_when_woken(self):
-        """A shutdown must not wait out a long backoff."""
+    def test_sleep_returns_at_once_when_already_woken(self):
+        """A shutdown must not wait out a long backoff: an hour's sleep with the event already
+        set takes less time than a plain one-second wait measured in the same test."""
+        clock = SystemClock()
+        started = clock.monotonic()
+        threading.Event().wait(1.0)
+        one_second = clock.monotonic() - started
         wake = threading.Event()
         wake.set()
-        SystemClock().sleep(3600, wake)
+        thread = sleeping(clock, 3600, wake)
+        started = clock.monotonic()
+        thread.join(10)
+        assert not thread.is_alive(), "an hour's sleep ignored an already set wake event"
+        assert clock.monotonic() - started < one_second
 
-    def test_sleep_ends_when_woken_from_another_thread(self):
-        """The worker sleeps while the main thread asks it to drain."""
+    def test_sleep_waits_until_woken_from_another_thread_then_ends(self):
+        """The worker sleeps while the main thread asks it to drain: still asleep before the
+        event is set, gone right after."""
         wake = threading.Event()
-        timer = threading.Timer(0.05, wake.set)
-        timer.start()
-        try:
-            SystemClock().sleep(3600, wake)
-        finally:
-            timer.cancel()
-        assert wake.is_set()
+        thread = sleeping(SystemClock(), 3600, wake)
+        thread.join(0.2)
+        assert thread.is_alive(), "an hour's sleep ended before it was woken"
+        wake.set()
+        thread.join(10)
+        assert not thread.is_alive(), "the sleep did not end when woken"
+
+    def test_sleep_without_a_wake_lasts_its_time(self):
+        """Without a wake-up the delay is served in full (never less): the backoff paces."""
+        clock = SystemClock()
+        started = clock.monotonic()
+        clock.sleep(0.3, threading.Event())
+        assert clock.monotonic() - started >= 0.3
