@@ -1,4 +1,11 @@
-"""Pair what was published with what Kafka and the browser received, and print it side by side."""
+"""Pair what was published with what Kafka and the browser received, and print it side by side.
+
+Kafka records carry the event id: each published event is paired with one event id whose record
+holds its event, user and payload, and every further record with an id already seen is counted
+as a repeat. Browser payloads carry no id, so the browser's arrivals are paired by payload, in
+order, and an arrival equal to one already paired is counted as a repeat. The verdict says "every
+event id arrived once" only when nothing is missing, repeated, unexpected or out of order.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +32,12 @@ class Outcome:
     browser: Sequence[int | None]
     """Position among the browser's arrivals; None when missing or not meant for the browser."""
     kafka_extra: int
+    """Event ids on Kafka that no published event accounts for."""
     browser_extra: int
+    kafka_repeats: int = 0
+    """Records whose event id an earlier record already had (a redelivery)."""
+    browser_repeats: int = 0
+    """Arrivals equal to an event the browser already got (browsers see no event id)."""
 
     @property
     def browser_expected(self) -> int:
@@ -61,7 +73,12 @@ class Outcome:
 
     @property
     def complete(self) -> bool:
-        return not self.missing and self.in_order
+        return (
+            not self.missing
+            and self.in_order
+            and not (self.kafka_extra or self.browser_extra)
+            and not (self.kafka_repeats or self.browser_repeats)
+        )
 
     def table(self) -> list[str]:
         """One row per published event: Kafka's record on the left, the browser's on the right."""
@@ -100,22 +117,25 @@ class Outcome:
         """What went in, what came out, and the verdict; the last line is the one to grep."""
         kafka = sum(record is not None for record in self.kafka)
         browser = sum(arrival is not None for arrival in self.browser)
+        distinct = len({record.event_id for record in self.kafka if record is not None})
         lines = [
             f"published {len(self.published)} events "
             f"(emitter: {stats.queued} queued, {stats.dropped} dropped)",
-            f"Kafka received {kafka} of {len(self.published)}"
+            f"Kafka received {kafka} of {len(self.published)} ({distinct} distinct event ids"
+            f", {self.kafka_repeats} repeated)"
             + (f", plus {self.kafka_extra} unexpected" if self.kafka_extra else ""),
             f"browser received {browser} of {self.browser_expected} "
-            f"({len(self.published) - self.browser_expected} for Kafka only)"
+            f"({len(self.published) - self.browser_expected} for Kafka only"
+            f", {self.browser_repeats} repeated)"
             + (f", plus {self.browser_extra} unexpected" if self.browser_extra else ""),
             *self.missing,
         ]
         if not self.in_order:
             lines.append("events arrived out of the order they were published")
         verdict = (
-            "all ids matched, in the order published"
+            "every event id arrived once, in the order published"
             if self.complete
-            else "NOT everything arrived as published"
+            else "NOT everything arrived once, as published"
         )
         lines.append(f"{verdict}; took {elapsed_s:.1f} s")
         return [f"summary: {line}" for line in lines]
@@ -126,25 +146,30 @@ def match(
     records: Sequence[KafkaRecord],
     arrivals: Sequence[tuple[str, Any]],
 ) -> Outcome:
-    """Pair each published event with the first unused record and arrival equal to it."""
-    unused_records = list(range(len(records)))
-    unused_arrivals = list(range(len(arrivals)))
+    """Pair each published event with one Kafka event id and one browser arrival equal to it;
+    count what repeats an id (or, in the browser, a payload) and what nothing accounts for."""
+    first_by_id: dict[str, KafkaRecord] = {}
+    for record in records:
+        first_by_id.setdefault(record.event_id, record)
+    unused_ids = list(first_by_id)
     kafka: list[KafkaRecord | None] = []
-    browser: list[int | None] = []
     for item in published:
         user = item.user_id or SYSTEM_KEY
-        index = next(
+        event_id = next(
             (
                 i
-                for i in unused_records
-                if (records[i].event_type, records[i].user_id, records[i].data)
+                for i in unused_ids
+                if (first_by_id[i].event_type, first_by_id[i].user_id, first_by_id[i].data)
                 == (item.event, user, item.data)
             ),
             None,
         )
-        if index is not None:
-            unused_records.remove(index)
-        kafka.append(None if index is None else records[index])
+        if event_id is not None:
+            unused_ids.remove(event_id)
+        kafka.append(None if event_id is None else first_by_id[event_id])
+    browser: list[int | None] = []
+    unused_arrivals = list(range(len(arrivals)))
+    for item in published:
         arrival = None
         if item.browser:
             arrival = next(
@@ -153,7 +178,17 @@ def match(
             if arrival is not None:
                 unused_arrivals.remove(arrival)
         browser.append(arrival)
-    return Outcome(published, kafka, browser, len(unused_records), len(unused_arrivals))
+    paired = [arrivals[i] for i in browser if i is not None]
+    browser_repeats = sum(arrivals[i] in paired for i in unused_arrivals)
+    return Outcome(
+        published,
+        kafka,
+        browser,
+        kafka_extra=len(unused_ids),
+        browser_extra=len(unused_arrivals) - browser_repeats,
+        kafka_repeats=len(records) - len(first_by_id),
+        browser_repeats=browser_repeats,
+    )
 
 
 def _order_id(data: Mapping[str, Any]) -> str:
