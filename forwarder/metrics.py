@@ -40,6 +40,27 @@ _SINK_COUNTERS: Final = (
     ("batches", "Batches the sink acknowledged."),
 )
 
+_COUNTERS: Final = (
+    ("events_received", "Frames read from the socket.", "received"),
+    ("decode_failures", "Frames that were not valid envelopes.", "decode_failures"),
+    (
+        "disconnects",
+        "Emitter connections that ended (process exit, or a frame over the size limit).",
+        "disconnects",
+    ),
+    (
+        "emitters_refused",
+        "CURVE handshakes refused (a client key not listed, or a client without CURVE).",
+        "emitters_refused",
+    ),
+    (
+        "dead_letters_discarded",
+        "Dead letters lost when the rotated dead-letter file was replaced.",
+        "dead_letters_discarded",
+    ),
+)
+"""The forwarder-wide counters of the stats snapshot: (metric name, help, snapshot key)."""
+
 Snapshot = Callable[[], Mapping[str, Any]]
 
 
@@ -130,29 +151,8 @@ class _StatsCollector:
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        yield CounterMetricFamily(
-            f"{PREFIX}_events_received", "Frames read from the socket.", value=snap["received"]
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_decode_failures",
-            "Frames that were not valid envelopes.",
-            value=snap["decode_failures"],
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_disconnects",
-            "Emitter connections that ended (process exit, or a frame over the size limit).",
-            value=snap["disconnects"],
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_emitters_refused",
-            "CURVE handshakes refused (a client key not listed, or a client without CURVE).",
-            value=snap["emitters_refused"],
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_dead_letters_discarded",
-            "Dead letters lost when the rotated dead-letter file was replaced.",
-            value=snap["dead_letters_discarded"],
-        )
+        for metric, help_text, key in _COUNTERS:
+            yield CounterMetricFamily(f"{PREFIX}_{metric}", help_text, value=snap[key])
         yield GaugeMetricFamily(
             f"{PREFIX}_uptime_seconds", "Seconds since the process started.", value=snap["uptime_s"]
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import structlog
 
@@ -161,24 +161,30 @@ class Forwarder:
         ended, refused = self._source.connection_events()
         if ended:
             self.stats.disconnects += ended
-            if (held := self._disconnect_throttle.ready()) is not None:
-                log.info(
-                    "emitter_disconnected",
-                    total=self.stats.disconnects,
-                    suppressed=held,
-                    cause="an emitting process ended, or sent a frame over "
-                    "FORWARDER_MAX_FRAME_BYTES",
-                )
+            self._report(
+                self._disconnect_throttle,
+                log.info,
+                "emitter_disconnected",
+                self.stats.disconnects,
+                "an emitting process ended, or sent a frame over FORWARDER_MAX_FRAME_BYTES",
+            )
         if refused:
             self.stats.emitters_refused += refused
-            if (held := self._refused_throttle.ready()) is not None:
-                log.warning(
-                    "emitter_refused",
-                    total=self.stats.emitters_refused,
-                    suppressed=held,
-                    cause="a CURVE handshake failed: a client key not in "
-                    "FORWARDER_CURVE_CLIENTS_FILE, a wrong server key, or no CURVE",
-                )
+            self._report(
+                self._refused_throttle,
+                log.warning,
+                "emitter_refused",
+                self.stats.emitters_refused,
+                "a CURVE handshake failed: a client key not in FORWARDER_CURVE_CLIENTS_FILE, "
+                "a wrong server key, or no CURVE",
+            )
+
+    @staticmethod
+    def _report(
+        throttle: Throttle, emit: Callable[..., Any], event: str, total: int, cause: str
+    ) -> None:
+        if (held := throttle.ready()) is not None:
+            emit(event, total=total, suppressed=held, cause=cause)
 
     def _status(self) -> str:
         """One line for `systemctl status`: what came in and where each sink stands."""

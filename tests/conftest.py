@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +74,15 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     """A private embedded broker to stop and restart, even when an external Kafka is set."""
     with KafkaBroker() as broker:
         yield broker
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A short directory other users can enter, under /tmp: pytest's own tmp_path is 0700 under
+    root, and deep enough that an ipc socket path in it may pass the 107-byte limit."""
+    path = Path(tempfile.mkdtemp(prefix="fwd-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)

@@ -10,9 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -166,17 +164,6 @@ def test_the_template_is_the_single_unit_with_per_instance_names():
         assert template[key] == named
 
 
-@pytest.fixture
-def system_root() -> Iterator[Path]:
-    """A short directory standing for /: ipc socket paths must stay under 108 bytes."""
-    root = Path(tempfile.mkdtemp(prefix="fwd-root-", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root)
-
-
 def install_env_file(service: EmulatedService, **values: str) -> None:
     """.sample.env copied as the install steps copy it, with the lines an operator edits."""
     service.env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -197,12 +184,12 @@ def passed_through() -> dict[str, str]:
 @pytest.mark.integration
 class TestEveryDocumentedCommandUnderTheUnit:
     @pytest.mark.parametrize("unit", UNITS, ids=unit_id)
-    def test_each_command_finds_the_daemon(self, unit, system_root, kafka_bootstrap):
+    def test_each_command_finds_the_daemon(self, unit, shared_tmp, kafka_bootstrap):
         """The daemon started as the unit starts it (its env file a copy of .sample.env with
         only the sink filled in), then each command the README documents, with --service or
         --instance: check, stats, dead-letters list/show/replay/purge and logs all reach it."""
         group = grp.getgrnam("nogroup").gr_gid if os.geteuid() == 0 else None
-        service = EmulatedService(unit, system_root, group=group)
+        service = EmulatedService(unit, shared_tmp, group=group)
         topic = unique_topic("unit")
         install_env_file(
             service,
@@ -211,9 +198,9 @@ class TestEveryDocumentedCommandUnderTheUnit:
             KAFKA_ORDER_EVENTS_TOPIC=topic,
             LOG_FORMAT="json",
         )
-        where = ["--root", str(system_root)]
+        where = ["--root", str(shared_tmp)]
         where += ["--service"] if unit.instance is None else ["--instance", unit.instance]
-        cli_env = passed_through() | {"HOME": str(system_root / "root")}
+        cli_env = passed_through() | {"HOME": str(shared_tmp / "root")}
 
         def command(*args: str) -> subprocess.CompletedProcess[str]:
             return run_cli(*where, *args, env=cli_env)
@@ -276,11 +263,11 @@ class TestEveryDocumentedCommandUnderTheUnit:
             service.stop()
 
     def test_two_instances_side_by_side_each_answer_for_themselves(
-        self, system_root, kafka_bootstrap
+        self, shared_tmp, kafka_bootstrap
     ):
         """openalgo1 and openalgo2 of the template run at once, each with its own env file,
         socket and state; --instance NAME reaches that one."""
-        services = [EmulatedService(Unit(TEMPLATE, name), system_root) for name in ("a1", "a2")]
+        services = [EmulatedService(Unit(TEMPLATE, name), shared_tmp) for name in ("a1", "a2")]
         try:
             pids = {}
             for service in services:
@@ -291,12 +278,12 @@ class TestEveryDocumentedCommandUnderTheUnit:
             for name, pid in pids.items():
                 result = run_cli(
                     "--root",
-                    str(system_root),
+                    str(shared_tmp),
                     "--instance",
                     name,
                     "stats",
                     "--json",
-                    env=passed_through() | {"HOME": str(system_root)},
+                    env=passed_through() | {"HOME": str(shared_tmp)},
                 )
                 assert json.loads(result.stdout)["pid"] == pid
         finally:

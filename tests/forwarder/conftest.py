@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -40,14 +37,3 @@ def proxied_broker() -> Iterator[tuple[KafkaBroker, FaultProxy]]:
     port = free_port()
     with fault_proxy(port) as proxy, KafkaBroker(port, advertised_port=proxy.port) as broker:
         yield broker, proxy
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A directory other users can enter (pytest's own tmp_path is 0700 under root)."""
-    path = Path(tempfile.mkdtemp(prefix="forwarder-access-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
