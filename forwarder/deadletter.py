@@ -40,6 +40,9 @@ HEAD_BYTES: Final = 4096
 """What is kept of a frame too large to keep whole: its first bytes, beside its length and hash."""
 _MAX_TEXT: Final = 1000
 """Longest reason or event id kept: both can come from the frame, so they are bounded too."""
+_FIELDS_BYTES: Final = 16 << 10
+"""Room for a record's other fields (two bounded texts, each up to 6 bytes a character in JSON):
+a frame whose base64 would not fit beside them is summarised before any of it is encoded."""
 
 log = structlog.get_logger("forwarder.deadletter")
 
@@ -112,8 +115,10 @@ class DeadLetters:
     ) -> None:
         """Keep one frame with why it was refused; `sink` is None when it never decoded."""
         reason, event_id = _bounded(reason), None if event_id is None else _bounded(event_id)
-        line = self._line(raw, reason, sink, event_id, whole=len(raw) <= self.max_frame_bytes)
-        if len(line) >= self.max_bytes:
+        base64_bytes = -(-len(raw) // 3) * 4
+        whole = len(raw) <= self.max_frame_bytes and base64_bytes + _FIELDS_BYTES < self.max_bytes
+        line = self._line(raw, reason, sink, event_id, whole=whole)
+        if len(line) >= self.max_bytes:  # reason and event id escaped beyond the estimate
             line = self._line(raw, reason, sink, event_id, whole=False)
         with self._lock:
             try:
