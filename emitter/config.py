@@ -16,9 +16,11 @@ __all__ = [
     "env_str",
     "ipc_path",
     "is_loopback",
+    "order_event_modes",
     "resolve_endpoint",
 ]
 
+MODES: Final = ("SOCKETIO", "KAFKA")
 SOCKET_NAME: Final = "events.sock"
 RUNTIME_SUBDIR: Final = "openalgo-forwarder"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -113,3 +115,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def order_event_modes(env: Mapping[str, str]) -> tuple[str, ...]:
+    """ORDER_EVENT_MODE: where events go (SOCKETIO, KAFKA or both), read alike on both sides."""
+    raw = env.get("ORDER_EVENT_MODE", "SOCKETIO")
+    names = [part.strip().upper() for part in raw.split(",")]
+    if not all(names) or any(name not in MODES for name in names) or len(set(names)) != len(names):
+        raise ConfigError("ORDER_EVENT_MODE", raw, "SOCKETIO, KAFKA or SOCKETIO,KAFKA")
+    return tuple(m for m in MODES if m in names)

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
-from emitter.config import ConfigError, env_int, env_str, resolve_endpoint
+from emitter.config import ConfigError, env_int, env_str, order_event_modes, resolve_endpoint
 from forwarder.metrics import parse_metrics_addr
 
 __all__ = ["KafkaSettings", "Settings", "SocketIOSettings"]
 
-MODES: Final = ("SOCKETIO", "KAFKA")
 COMPRESSIONS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
 ACKS: Final = ("0", "1", "all")
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -203,7 +202,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        modes = _modes(env)
+        modes = order_event_modes(env)
         state_dir = Path(
             env_str(env, "FORWARDER_STATE_DIR", str(_default_state_dir(env)))
         ).expanduser()
@@ -254,12 +253,3 @@ class Settings:
     @property
     def log_level_number(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level]
-
-
-def _modes(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("ORDER_EVENT_MODE", "SOCKETIO")
-    accepted = "SOCKETIO, KAFKA or SOCKETIO,KAFKA"
-    names = [part.strip().upper() for part in raw.split(",")]
-    if not all(names) or any(name not in MODES for name in names) or len(set(names)) != len(names):
-        raise ConfigError("ORDER_EVENT_MODE", raw, accepted)
-    return tuple(m for m in MODES if m in names)
