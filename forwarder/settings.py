@@ -131,6 +131,10 @@ def _kafka_client(env: Mapping[str, str]) -> KafkaClient:
     return cast(KafkaClient, client)
 
 
+UNIX_PREFIX: Final = "unix:"
+"""SOCKETIO_URL's form for a unix socket, as gunicorn's --bind writes it."""
+
+
 @dataclass(frozen=True)
 class SocketIOSettings:
     """Where the app's Socket.IO server runs and how the forwarder proves it may relay."""
@@ -139,13 +143,30 @@ class SocketIOSettings:
     namespace: str = "/openalgo-forwarder"
     relay_secret: str = field(default="", repr=False)
     ack_timeout_s: int = 5
+    ca_file: str | None = None
+
+    @property
+    def unix_socket(self) -> str | None:
+        """The socket path when SOCKETIO_URL is unix:/PATH, else None."""
+        return self.url.removeprefix(UNIX_PREFIX) if self.url.startswith(UNIX_PREFIX) else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SocketIOSettings:
         url = env_str(env, "SOCKETIO_URL", cls.url)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError("SOCKETIO_URL", url, "an http:// or https:// URL")
+        unix_path = url.removeprefix(UNIX_PREFIX) if url.startswith(UNIX_PREFIX) else None
+        if (unix_path is None or not unix_path.startswith("/")) and (
+            parts.scheme not in ("http", "https") or not parts.hostname
+        ):
+            raise ConfigError(
+                "SOCKETIO_URL",
+                url,
+                "an http:// or https:// URL, or unix:/absolute/path of the app's socket "
+                "(gunicorn's --bind unix:PATH)",
+            )
+        ca_file = _readable_file(env, "SOCKETIO_CA_FILE")
+        if ca_file is not None and parts.scheme != "https":
+            raise ConfigError("SOCKETIO_CA_FILE", ca_file, "empty unless SOCKETIO_URL is https://")
         namespace = env_str(env, "SOCKETIO_NAMESPACE", cls.namespace)
         if not namespace.startswith("/") or namespace == "/":
             raise ConfigError(
@@ -163,6 +184,7 @@ class SocketIOSettings:
             namespace=namespace,
             relay_secret=secret,
             ack_timeout_s=env_int(env, "SOCKETIO_ACK_TIMEOUT_S", cls.ack_timeout_s, minimum=1),
+            ca_file=ca_file,
         )
 
 
