@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,9 @@ def run_cli(
 class ForwarderProcess:
     """`python -m forwarder run` with a reader thread that parses every line it prints."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], command: Sequence[str] | None = None) -> None:
         self.env = dict(env)
+        self.command = [sys.executable, "-m", "forwarder", "run"] if command is None else command
         self._lines: list[dict[str, Any]] = []
         self._text: list[str] = []
         self._changed = threading.Condition()
@@ -76,7 +77,7 @@ class ForwarderProcess:
     def start(self, timeout: float = 30) -> ForwarderProcess:
         """Start it and wait for `forwarder_started`, its sign that it receives."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "forwarder", "run"],
+            self.command,
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
