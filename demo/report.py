@@ -138,7 +138,7 @@ def match(
                 i
                 for i in unused_records
                 if (records[i].event_type, records[i].user_id, records[i].data)
-                == (item.event, user, item.data)
+                == (item.event, user, item.kafka)
             ),
             None,
         )
