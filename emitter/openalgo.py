@@ -266,9 +266,8 @@ def without_api_keys(value: Any) -> Any:
     """A JSON-ready copy without any API-key entry at any depth: that key can trade the account.
 
     The value is first converted to builtins (dataclasses and structs become dicts, sets lists,
-    datetimes ISO-8601 text; tuples then become lists), so no container type can hide a key;
-    raises TypeError
-    for a value msgspec cannot convert, as encoding it would.
+    datetimes ISO-8601 text; tuples then become lists), so no container type can hide a key.
+    Raises TypeError for a value msgspec cannot convert, as encoding it would.
     """
     return _stripped(msgspec.to_builtins(value))
 
