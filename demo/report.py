@@ -160,7 +160,7 @@ def match(
                 i
                 for i in unused_ids
                 if (first_by_id[i].event_type, first_by_id[i].user_id, first_by_id[i].data)
-                == (item.event, user, item.data)
+                == (item.event, user, item.kafka)
             ),
             None,
         )

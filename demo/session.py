@@ -34,6 +34,13 @@ class Published:
     data: dict[str, Any]
     browser: bool
     """False for events only Kafka receives (live failures the browser never heard of)."""
+    kafka_data: dict[str, Any] | None = None
+    """Kafka's `data` when it holds more than the browser's: the whole bus event."""
+
+    @property
+    def kafka(self) -> dict[str, Any]:
+        """What Kafka's `data` holds."""
+        return self.data if self.kafka_data is None else self.kafka_data
 
 
 class _Bus:
@@ -151,11 +158,13 @@ class _Session:
         """Through OpenAlgo's bus: the browser's event, or the event's fields for Kafka alone."""
         user = _API_KEYS[event.api_key]
         shaped = browser_event(event)
+        fields = without_api_keys(dataclasses.asdict(event))
         if shaped is None:
-            fields = without_api_keys(dataclasses.asdict(event))
             item = Published(event.topic, user, fields, False)
         else:
-            item = Published(shaped[0], user, shaped[1], True)
+            name, payload = shaped
+            whole = payload | {k: v for k, v in fields.items() if k not in payload}
+            item = Published(name, user, payload, True, whole)
         self._bus.publish(event)
         self._record(user, what, item)
 

@@ -27,9 +27,11 @@ __all__ = [
     "ipc_path",
     "is_loopback",
     "load_certificate",
+    "order_event_modes",
     "resolve_endpoint",
 ]
 
+MODES: Final = ("SOCKETIO", "KAFKA")
 SOCKET_NAME: Final = "events.sock"
 RUNTIME_SUBDIR: Final = "openalgo-forwarder"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -193,3 +195,13 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def order_event_modes(env: Mapping[str, str]) -> tuple[str, ...]:
+    """ORDER_EVENT_MODE: where events go (SOCKETIO, KAFKA or both), read alike on both sides;
+    empty means the default, SOCKETIO."""
+    raw = env.get("ORDER_EVENT_MODE", "").strip() or "SOCKETIO"
+    names = [part.strip().upper() for part in raw.split(",")]
+    if not all(names) or any(name not in MODES for name in names) or len(set(names)) != len(names):
+        raise ConfigError("ORDER_EVENT_MODE", raw, "SOCKETIO, KAFKA or SOCKETIO,KAFKA")
+    return tuple(m for m in MODES if m in names)

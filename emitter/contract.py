@@ -44,7 +44,14 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
     data: dict[str, Any]
     """The payload exactly as the browser receives it: JSON-compatible values only."""
     browser: bool = True
-    """False for events Kafka records but the browser never received (live failures)."""
+    """False for events the forwarder must not relay to the browser: live failures, which the
+    browser never received, and events the app already emitted to it itself."""
+    extra: dict[str, Any] | None = None
+    """The event's fields the browser payload leaves out, for Kafka only: Kafka's `data` is
+    `data` followed by these; on a name clash `data`'s value is the one kept.
+
+    Added last with a default, so frames of the earlier nine-field layout, such as those a disk
+    buffer still holds, decode unchanged (with no extra fields)."""
 
 
 class InvalidEnvelope(ValueError):  # noqa: N818 - reads as a statement about the frame

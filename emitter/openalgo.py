@@ -1,22 +1,42 @@
-"""Bridge OpenAlgo's in-process event bus to the forwarder: the browser sees what it sees today.
+"""Bridge OpenAlgo's in-process event bus to the forwarder: the browser sees what it sees today,
+Kafka the whole event.
 
 `register(bus)` subscribes `forward` to every bus topic. Each event becomes the Socket.IO event
-OpenAlgo's own subscriber emits for it (same name, same payload), or, for the live failures the
-browser never sees, a Kafka-only record of the event's fields. The API key never leaves the
-process: it is dropped from every payload, at any depth.
+OpenAlgo's own subscriber emits for it (same name, same payload) carrying the event's other
+fields for Kafka, or, for the live failures the browser never sees, a Kafka-only record of the
+event's fields. No API key leaves the process: every entry whose name is an API key's (see
+`is_secret_name`) is dropped, at any depth.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import logging
+import os
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from types import ModuleType
+from typing import Any, Final, Protocol, runtime_checkable
 
+import msgspec
+
+from emitter.config import ConfigError, order_event_modes
 from emitter.publisher import get_event_publisher
 from emitter.transport import ThrottledCounter
 
-__all__ = ["TOPICS", "EventBus", "browser_event", "forward", "register", "without_api_keys"]
+__all__ = [
+    "TOPICS",
+    "EventBus",
+    "browser_event",
+    "browser_via_forwarder",
+    "forward",
+    "is_secret_name",
+    "register",
+    "without_api_keys",
+]
+
+logger = logging.getLogger("emitter")
 
 TOPICS: Final = (
     "order.placed",
@@ -48,7 +68,7 @@ TOPICS: Final = (
 )
 """Every topic OpenAlgo's event bus publishes on."""
 
-_SECRET_KEYS: Final = frozenset({"apikey", "api_key"})
+_API_KEY_MARK: Final = "apikey"
 _BATCH: Final = {"batch_order": True, "is_last_order": True}
 _ORDER_UPDATE_FIELDS: Final = (
     "broker",
@@ -77,6 +97,13 @@ class EventBus(Protocol):
     """OpenAlgo's `utils.event_bus` as far as the bridge needs it."""
 
     def subscribe(self, topic: str, callback: Callable[[Any], Any]) -> Any: ...
+
+
+@runtime_checkable
+class _Unsubscribing(Protocol):
+    """What `register(..., replacing=)` needs besides: OpenAlgo's bus has it."""
+
+    def unsubscribe(self, topic: str, callback: Callable[[Any], Any]) -> Any: ...
 
 
 def _analyzer_update(e: Any) -> Payload:
@@ -223,16 +250,33 @@ def browser_event(event: Any) -> tuple[str, Payload] | None:
     return name, build(event)
 
 
+def is_secret_name(name: object) -> bool:
+    """Whether an entry so named holds an API key: its name, lowercased and with every character
+    that is not a letter or a digit removed, contains `apikey` (apikey, API-KEY, X-Api-Key,
+    broker_api_key, apikeys...)."""
+    return isinstance(name, str) and _API_KEY_MARK in _normalised(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(name: str) -> str:
+    return "".join(char for char in name.casefold() if char.isalnum())
+
+
 def without_api_keys(value: Any) -> Any:
-    """A copy without any `apikey`/`api_key` entry at any depth: that key can trade the account."""
-    if isinstance(value, Mapping):
-        return {
-            k: without_api_keys(v)
-            for k, v in value.items()
-            if not (isinstance(k, str) and k.lower() in _SECRET_KEYS)
-        }
+    """A JSON-ready copy without any API-key entry at any depth: that key can trade the account.
+
+    The value is first converted to builtins (dataclasses and structs become dicts, sets lists,
+    datetimes ISO-8601 text; tuples then become lists), so no container type can hide a key.
+    Raises TypeError for a value msgspec cannot convert, as encoding it would.
+    """
+    return _stripped(msgspec.to_builtins(value))
+
+
+def _stripped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stripped(v) for k, v in value.items() if not is_secret_name(k)}
     if isinstance(value, list | tuple):
-        return [without_api_keys(v) for v in value]
+        return [_stripped(v) for v in value]
     return value
 
 
@@ -261,27 +305,76 @@ def _user_of(event: Any, resolve_user: ResolveUser | None) -> str | None:
 _failures: Final = ThrottledCounter("OpenAlgo bus events not forwarded")
 
 
-def forward(event: Any, *, resolve_user: ResolveUser | None = None) -> bool:
-    """Publish one bus event (runs in the bus worker thread); True when queued, never raising."""
+def forward(
+    event: Any, *, resolve_user: ResolveUser | None = None, browser_via_forwarder: bool = True
+) -> bool:
+    """Publish one bus event (runs in the bus worker thread); True when queued, never raising.
+
+    The browser payload goes out as `data`, every other field of the event as `extra` (Kafka
+    only). With `browser_via_forwarder` false the app's own subscriber shows the browser the
+    event, so the forwarder is told not to relay it.
+    """
     try:
         topic = event.topic
         user_id = _user_of(event, resolve_user)
+        fields = without_api_keys(_fields(event))
         shaped = browser_event(event)
         if shaped is None:
-            name, data, browser = topic, _fields(event), False
+            name, data, extra, browser = topic, fields, None, False
         else:
-            (name, data), browser = shaped, True
+            name, data = shaped[0], without_api_keys(shaped[1])
+            extra = {k: v for k, v in fields.items() if k not in data}
+            browser = browser_via_forwarder
         return get_event_publisher().emit(
-            name, without_api_keys(data), user_id=user_id, topic=topic, browser=browser
+            name, data, user_id=user_id, topic=topic, browser=browser, extra=extra
         )
     except Exception as exc:  # the bus must keep serving its other subscribers
         _failures.add(f"{type(exc).__name__} on {type(event).__name__}")
         return False
 
 
-def register(bus: EventBus, *, resolve_user: ResolveUser | None = None) -> Callable[[Any], bool]:
-    """Subscribe the bridge to every topic; `resolve_user(api_key)` names the event's user."""
-    callback = functools.partial(forward, resolve_user=resolve_user)
+def browser_via_forwarder(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the forwarder delivers to browsers: ORDER_EVENT_MODE (default SOCKETIO) includes
+    SOCKETIO. An invalid value is logged and read as no: the app then shows browsers everything
+    itself, which loses nothing and shows nothing twice whatever the forwarder does."""
+    try:
+        return "SOCKETIO" in order_event_modes(os.environ if env is None else env)
+    except ConfigError as exc:
+        logger.error("%s; the app emits to browsers itself", exc)
+        return False
+
+
+def register(
+    bus: EventBus,
+    *,
+    resolve_user: ResolveUser | None = None,
+    replacing: ModuleType | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Callable[[Any], bool]:
+    """Subscribe the bridge to every topic; `resolve_user(api_key)` names the event's user.
+
+    `replacing` is the app's own Socket.IO subscriber module: when the forwarder delivers to
+    browsers (`browser_via_forwarder(env)`), its functions are unsubscribed from every topic, so
+    browsers get each event once, through the forwarder; otherwise it keeps showing them.
+    """
+    via_forwarder = browser_via_forwarder(env)
+    if replacing is not None and via_forwarder:
+        if not isinstance(bus, _Unsubscribing):
+            raise TypeError("register(..., replacing=) needs a bus with unsubscribe()")
+        for handler in _functions_of(replacing):
+            for topic in TOPICS:
+                bus.unsubscribe(topic, handler)
+    callback = functools.partial(
+        forward, resolve_user=resolve_user, browser_via_forwarder=via_forwarder
+    )
     for topic in TOPICS:
         bus.subscribe(topic, callback)
     return callback
+
+
+def _functions_of(module: ModuleType) -> list[Callable[..., Any]]:
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isfunction(value) and value.__module__ == module.__name__
+    ]

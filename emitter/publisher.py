@@ -67,14 +67,17 @@ class PublisherStats:
 _time_ns: Final = time.time_ns
 
 
-def _problem(event: object, data: object, key: object, topic: object, browser: object) -> str:
+def _problem(  # noqa: PLR0917 - mirrors `_encode`'s positional arguments
+    event: object, data: object, key: object, topic: object, browser: object, extra: object
+) -> str:
     """Why `emit` cannot send these arguments, or "" when they are fine."""
     if type(event) is not str or not event:
         return f"event must be a non-empty string, not {type(event).__name__}"
-    if not isinstance(data, dict):
-        return f"data must be a dict, not {type(data).__name__}"
-    if not all(type(name) is str for name in data):
-        return "data must have string keys only"
+    for name, payload in (("data", data), ("extra", {} if extra is None else extra)):
+        if not isinstance(payload, dict):
+            return f"{name} must be a dict, not {type(payload).__name__}"
+        if not all(type(field) is str for field in payload):
+            return f"{name} must have string keys only"
     for name, value in (("key", key), ("topic", topic)):
         if value is not None and type(value) is not str:
             return f"{name} must be a string or None, not {type(value).__name__}"
@@ -96,6 +99,7 @@ def _encode(  # noqa: PLR0917 - the hot path passes positionally: keywords cost 
     key: str | None,
     topic: str | None,
     browser: bool,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
     """The hot path: arguments other than `data` and `user_id` were checked or are literals.
 
@@ -116,6 +120,7 @@ def _encode(  # noqa: PLR0917 - the hot path passes positionally: keywords cost 
             key or user_id or SYSTEM_KEY,
             data,
             browser,
+            extra,
         )
     )
 
@@ -128,12 +133,13 @@ def encode_event(
     key: str | None = None,
     topic: str | None = None,
     browser: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
     """Check the arguments and encode the envelope; raises TypeError, OverflowError, EncodeError."""
-    problem = _problem(event, data, key, topic, browser)
+    problem = _problem(event, data, key, topic, browser, extra)
     if problem:
         raise TypeError(problem)
-    return _encode(event, data, user_id, key, topic, browser)
+    return _encode(event, data, user_id, key, topic, browser, extra)
 
 
 def _describe(exc: BaseException) -> str:
@@ -161,11 +167,13 @@ class EventPublisher:
         key: str | None = None,
         topic: str | None = None,
         browser: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> bool:
-        """Publish any event: the Socket.IO name, its payload, and who it belongs to."""
+        """Publish any event: the Socket.IO name, its payload, who it belongs to, and the
+        fields only Kafka records (`extra`)."""
         try:
             frame = encode_event(
-                event, data, user_id=user_id, key=key, topic=topic, browser=browser
+                event, data, user_id=user_id, key=key, topic=topic, browser=browser, extra=extra
             )
         except Exception as exc:  # whatever the caller passed, the request goes on
             return self._refuse(exc)

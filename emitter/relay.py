@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import socketio
 
+from emitter.direct_emits import original_emit
+
 __all__ = [
     "BATCH_EVENT",
     "DEFAULT_NAMESPACE",
@@ -111,14 +113,16 @@ def install_relay(
 ) -> None:
     """Register the relay on a Flask-SocketIO `SocketIO` or a python-socketio `Server`.
 
-    Raises ValueError at app start-up for a secret shorter than MIN_SECRET_LENGTH or a relay
-    namespace that is the browsers' own; neither message contains the secret.
+    The relay re-emits with the server's own `emit`, not with `forward_direct_emits`'s wrapper,
+    whichever of the two is installed first. Raises ValueError at app start-up for a secret
+    shorter than MIN_SECRET_LENGTH or a relay namespace that is the browsers' own; neither
+    message contains the secret.
     """
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
         raise ValueError(f"the relay secret must be at least {MIN_SECRET_LENGTH} characters")
     if namespace == browser_namespace:
         raise ValueError(f"the relay namespace {namespace!r} must differ from the browsers'")
-    relay = _Relay(socketio_server.emit, secret, browser_namespace, per_user_rooms)
+    relay = _Relay(original_emit(socketio_server), secret, browser_namespace, per_user_rooms)
     if hasattr(socketio_server, "on_event"):
         _install_flask(socketio_server, relay, namespace)
     else:

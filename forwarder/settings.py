@@ -22,6 +22,7 @@ from emitter.config import (
     env_int,
     env_str,
     ipc_path,
+    order_event_modes,
     resolve_endpoint,
 )
 from forwarder.curve import CurveServer, load_server
@@ -29,7 +30,6 @@ from forwarder.metrics import parse_metrics_addr
 
 __all__ = ["KafkaSettings", "Settings", "SocketIOSettings"]
 
-MODES: Final = ("SOCKETIO", "KAFKA")
 COMPRESSIONS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
 ACKS: Final = ("0", "1", "all")
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -152,6 +152,10 @@ def _kafka_client(env: Mapping[str, str]) -> KafkaClient:
     return cast(KafkaClient, client)
 
 
+UNIX_PREFIX: Final = "unix:"
+"""SOCKETIO_URL's form for a unix socket, as gunicorn's --bind writes it."""
+
+
 @dataclass(frozen=True)
 class SocketIOSettings:
     """Where the app's Socket.IO server runs and how the forwarder proves it may relay."""
@@ -161,13 +165,30 @@ class SocketIOSettings:
     relay_secret: str = field(default="", repr=False)
     """Empty until the operator sets it: the sink then holds events and says what is missing."""
     ack_timeout_s: int = 5
+    ca_file: str | None = None
+
+    @property
+    def unix_socket(self) -> str | None:
+        """The socket path when SOCKETIO_URL is unix:/PATH, else None."""
+        return self.url.removeprefix(UNIX_PREFIX) if self.url.startswith(UNIX_PREFIX) else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SocketIOSettings:
         url = env_str(env, "SOCKETIO_URL", cls.url)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError("SOCKETIO_URL", url, "an http:// or https:// URL")
+        unix_path = url.removeprefix(UNIX_PREFIX) if url.startswith(UNIX_PREFIX) else None
+        if (unix_path is None or not unix_path.startswith("/")) and (
+            parts.scheme not in ("http", "https") or not parts.hostname
+        ):
+            raise ConfigError(
+                "SOCKETIO_URL",
+                url,
+                "an http:// or https:// URL, or unix:/absolute/path of the app's socket "
+                "(gunicorn's --bind unix:PATH)",
+            )
+        ca_file = _readable_file(env, "SOCKETIO_CA_FILE")
+        if ca_file is not None and parts.scheme != "https":
+            raise ConfigError("SOCKETIO_CA_FILE", ca_file, "empty unless SOCKETIO_URL is https://")
         namespace = env_str(env, "SOCKETIO_NAMESPACE", cls.namespace)
         if not namespace.startswith("/") or namespace == "/":
             raise ConfigError(
@@ -186,6 +207,7 @@ class SocketIOSettings:
             namespace=namespace,
             relay_secret=secret,
             ack_timeout_s=env_int(env, "SOCKETIO_ACK_TIMEOUT_S", cls.ack_timeout_s, minimum=1),
+            ca_file=ca_file,
         )
 
 
@@ -262,7 +284,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        modes = _modes(env)
+        modes = order_event_modes(env)
         state_dir = Path(
             env_str(env, "FORWARDER_STATE_DIR", str(_default_state_dir(env)))
         ).expanduser()
@@ -335,12 +357,3 @@ class Settings:
         if self.curve is not None:
             found += [self.curve.secret.decode(), z85.decode(self.curve.secret).hex()]
         return tuple(found)
-
-
-def _modes(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("ORDER_EVENT_MODE", "").strip() or "SOCKETIO"
-    accepted = "SOCKETIO, KAFKA or SOCKETIO,KAFKA"
-    names = [part.strip().upper() for part in raw.split(",")]
-    if not all(names) or any(name not in MODES for name in names) or len(set(names)) != len(names):
-        raise ConfigError("ORDER_EVENT_MODE", raw, accepted)
-    return tuple(m for m in MODES if m in names)

@@ -19,7 +19,7 @@ UNENCODABLE: Final = (msgspec.EncodeError, TypeError)
 
 
 class _Record(msgspec.Struct):
-    """The value downstream consumers parse: the seed's fields in its order, then the event id."""
+    """The value downstream consumers parse: the seed's fields in its order, then ours."""
 
     event_type: str
     timestamp: str
@@ -28,13 +28,19 @@ class _Record(msgspec.Struct):
     version: str
     data: dict[str, Any]
     event_id: str
+    topic: str | None
+    """The OpenAlgo event-bus topic, null for events that did not come from the bus."""
 
 
 _json_encoder: Final = msgspec.json.Encoder()
 
 
 def kafka_value(envelope: Envelope) -> bytes:
-    """The seed's JSON value; raises TypeError for data JSON cannot hold (such as tuple keys)."""
+    """The seed's JSON value; raises TypeError for data JSON cannot hold (such as tuple keys).
+
+    `data` is the browser payload followed by the event's other fields; where a name is in both,
+    the browser's value is kept, so a consumer reads what the browser showed.
+    """
     return _json_encoder.encode(
         _Record(
             event_type=envelope.event,
@@ -42,10 +48,21 @@ def kafka_value(envelope: Envelope) -> bytes:
             user_id=envelope.user_id or SYSTEM_KEY,
             source=SOURCE,
             version=VERSION,
-            data=envelope.data,
+            data=_whole(envelope),
             event_id=envelope.id,
+            topic=envelope.topic,
         )
     )
+
+
+def _whole(envelope: Envelope) -> dict[str, Any]:
+    data, extra = envelope.data, envelope.extra
+    if not extra:
+        return data
+    whole = dict(data)
+    for name, value in extra.items():
+        whole.setdefault(name, value)
+    return whole
 
 
 def emit_time(ns: int) -> str:
@@ -60,5 +77,10 @@ def _second(seconds: int) -> str:
 
 
 def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
-    """Event type and id as headers, so consumers route and deduplicate without parsing values."""
-    return [("event_type", envelope.event.encode()), ("event_id", envelope.id.encode())]
+    """Event type, id and, for events from the bus, its topic as headers, so consumers route
+    and deduplicate without parsing values. No topic is no header rather than a null value:
+    records with a null header value did not come back through the embedded test broker."""
+    headers = [("event_type", envelope.event.encode()), ("event_id", envelope.id.encode())]
+    if envelope.topic is not None:
+        headers.append(("topic", envelope.topic.encode()))
+    return headers

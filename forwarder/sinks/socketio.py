@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
@@ -20,6 +21,8 @@ __all__ = ["CALL_MAX", "SocketIOSink"]
 
 CALL_MAX: Final = 500
 """Most events in one relay call: a call stays far below the 1 MB a Socket.IO server accepts."""
+UNIX_URL: Final = "http://localhost"
+"""What the client is told to connect to when the unix socket is already connected: the Host."""
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +55,11 @@ class SocketIOSink(Sink):
         self._client = socketio.Client(
             reconnection=False, request_timeout=settings.ack_timeout_s, handle_sigint=False
         )
+        self._websocket_options: dict[str, Any] = self._client.eio.websocket_extra_options
+        """What engine.io passes to websocket-client's create_connection on each connect: the CA
+        file for an https URL, and a connected unix socket for a unix: URL."""
+        if settings.ca_file is not None:
+            self._websocket_options["sslopt"] = {"ca_certs": settings.ca_file}
         self._client.on("connect_error", self._on_connect_error, namespace=settings.namespace)
 
     def wants(self, envelope: Envelope) -> bool:
@@ -93,7 +101,11 @@ class SocketIOSink(Sink):
         """Connect once, bounded, so a wrong URL or secret shows before events pile up."""
         with self._lock:
             self._connect()
-        return f"relay at {self._settings.url}{self._settings.namespace}: secret accepted"
+        settings = self._settings
+        verified = (
+            f", server certificate checked against {settings.ca_file}" if settings.ca_file else ""
+        )
+        return f"relay at {settings.url}, namespace {settings.namespace}: secret accepted{verified}"
 
     def close(self) -> None:
         """Disconnect; bounded by the WebSocket close handshake (3 s at most against Werkzeug)."""
@@ -113,15 +125,23 @@ class SocketIOSink(Sink):
                 "SOCKETIO_RELAY_SECRET is not set: set the secret the app passes to install_relay()"
             )
         self._refusal = None
+        url = settings.url
+        connection = None
+        if settings.unix_socket is not None:
+            connection = self._unix_connection(settings.unix_socket)
+            self._websocket_options["socket"] = connection
+            url = UNIX_URL
         try:
             self._client.connect(
-                settings.url,
+                url,
                 auth={"secret": settings.relay_secret},
                 namespaces=[settings.namespace],
                 transports=["websocket"],
                 wait_timeout=settings.ack_timeout_s,
             )
         except (socketio.exceptions.ConnectionError, ValueError) as exc:
+            if connection is not None:
+                connection.close()
             self._client.disconnect()
             if self._refusal == REFUSED_MESSAGE:
                 log.warning("relay_auth_refused", url=settings.url, namespace=settings.namespace)
@@ -129,6 +149,21 @@ class SocketIOSink(Sink):
                     f"the relay at {settings.url} refused SOCKETIO_RELAY_SECRET"
                 ) from None
             raise RetriableSinkError(f"cannot reach the relay at {settings.url}: {exc}") from exc
+        finally:
+            self._websocket_options.pop("socket", None)
+
+    def _unix_connection(self, path: str) -> socket.socket:
+        """A stream socket connected to the app's own (gunicorn's), bypassing any proxy."""
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(self._settings.ack_timeout_s)
+        try:
+            connection.connect(path)
+        except OSError as exc:
+            connection.close()
+            raise RetriableSinkError(
+                f"cannot reach the relay at {self._settings.url}: {exc}"
+            ) from exc
+        return connection
 
     def _call(self, items: list[Any]) -> tuple[int, str]:
         """Send one batch: how many the relay acknowledged, and why the rest were not."""

@@ -47,7 +47,16 @@ envelopes = st.builds(
     key=non_empty,
     data=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
     browser=st.booleans(),
+    extra=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=6),
 )
+
+
+NINE_FIELD_FRAME = (
+    "9901d9203636353936636630623764313035623730303030303030303030303030303031cf188f2cfd53c1df15"
+    "ab6f726465725f6576656e74ac6f726465722e706c61636564a5616c696365a5616c69636584a673796d626f6c"
+    "a45342494ea6616374696f6ea3425559a76f726465726964a432353031a46d6f6465a46c697665c3"
+)
+"""An order event as the emitter encoded it before the tenth field, `extra`, was added."""
 
 
 def not_int(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -65,6 +74,8 @@ WRONG_AT: dict[int, st.SearchStrategy[Any]] = {
     7: msgpack_values.filter(lambda v: type(v) is not dict)
     | st.dictionaries(ints, json_values, min_size=1, max_size=3),
     8: msgpack_values.filter(lambda v: type(v) is not bool),
+    9: msgpack_values.filter(lambda v: v is not None and type(v) is not dict)
+    | st.dictionaries(ints, json_values, min_size=1, max_size=3),
 }
 
 
@@ -117,6 +128,23 @@ class TestDecodeEnvelope:
     def test_valid_envelopes_round_trip(self, envelope: Envelope):
         """Whatever is encoded is decoded to an equal envelope."""
         assert decode_envelope(encode_envelope(envelope)) == envelope
+
+    def test_a_frame_of_the_nine_field_layout_still_decodes(self):
+        """A frame written before `extra` existed, as a disk buffer may hold, decodes unchanged."""
+        frame = bytes.fromhex(NINE_FIELD_FRAME)
+
+        assert decode_envelope(frame) == Envelope(
+            1,
+            "66596cf0b7d105b70000000000000001",
+            1769682645123456789,
+            "order_event",
+            "order.placed",
+            "alice",
+            "alice",
+            {"symbol": "SBIN", "action": "BUY", "orderid": "2501", "mode": "live"},
+            True,
+            None,
+        )
 
     def test_the_optional_browser_flag_defaults_to_true(self):
         """A frame from a producer that omits the last field is a browser event."""

@@ -1,15 +1,29 @@
-"""Each OpenAlgo bus event reaches the forwarder as the browser sees it now, minus the API key."""
+"""Each OpenAlgo bus event reaches the forwarder as the browser sees it now, with the whole event
+for Kafka, and no API key at any depth."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emitter import EventPublisherFactory, decode_envelope
-from emitter.openalgo import TOPICS, browser_event, forward, register, without_api_keys
+from emitter.openalgo import (
+    TOPICS,
+    browser_event,
+    browser_via_forwarder,
+    forward,
+    is_secret_name,
+    register,
+    without_api_keys,
+)
 from tests.emitter.conftest import Peer
 
 SECRET = "c0ffee-secret-api-key-3b9d"
@@ -327,6 +341,15 @@ def kafka_only_data(topic: str, mode: str) -> dict[str, Any]:
     }
 
 
+def expected_kafka_data(topic: str, mode: str) -> dict[str, Any]:
+    """Kafka's `data`: the browser payload, then every other field of the event but the API key."""
+    shown = expected_browser(topic, mode)
+    fields = kafka_only_data(topic, mode)
+    if shown is None:
+        return fields
+    return {**shown[1], **{k: v for k, v in fields.items() if k not in shown[1]}}
+
+
 class Bus:
     """OpenAlgo's event bus reduced to what the bridge uses: subscribe, then publish to them."""
 
@@ -335,6 +358,12 @@ class Bus:
 
     def subscribe(self, topic: str, callback: Callable[[Any], Any]) -> None:
         self.subscribers.setdefault(topic, []).append(callback)
+
+    def unsubscribe(self, topic: str, callback: Callable[[Any], Any]) -> None:
+        """As OpenAlgo's: remove one subscription if there is one."""
+        callbacks = self.subscribers.get(topic, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
 
     def publish(self, event: Any) -> None:
         for callback in self.subscribers.get(event.topic, []):
@@ -366,10 +395,26 @@ class TestForward:
         if expected is None:
             assert (envelope.event, envelope.browser) == (topic, False)
             assert envelope.data == kafka_only_data(topic, mode)
+            assert envelope.extra is None
         else:
             assert (envelope.event, envelope.browser) == (expected[0], True)
             assert envelope.data == expected[1]
             assert list(envelope.data) == list(expected[1])
+            whole = expected_kafka_data(topic, mode)
+            assert envelope.extra == {k: v for k, v in whole.items() if k not in envelope.data}
+
+    @pytest.mark.parametrize(("topic", "mode"), CASES, ids=[f"{t}-{m}" for t, m in CASES])
+    def test_a_name_in_both_hides_only_an_empty_event_value(self, topic: str, mode: str):
+        """A name in both payload and event has one value, unless the event's is empty and the
+        browser shows a default: Kafka keeping the browser's value loses nothing."""
+        for event in (make_event(topic, mode), make_blank_event(topic, mode)):
+            shown = browser_event(event)
+            if shown is None:
+                continue
+            fields = without_api_keys(dataclasses.asdict(event))
+            payload = without_api_keys(shown[1])
+            differing = {k for k in payload.keys() & fields.keys() if payload[k] != fields[k]}
+            assert all(not fields[k] for k in differing), differing
 
     def test_registration_covers_every_topic_once(self, bus: Bus):
         """Each of OpenAlgo's topics has exactly one bridge subscription."""
@@ -424,6 +469,94 @@ class TestForward:
         assert EventPublisherFactory.get_publisher().stats().queued == 1
 
 
+def make_blank_event(topic: str, mode: str) -> Any:
+    """The event with every string field empty, as OpenAlgo's defaults leave them."""
+    event = make_event(topic, mode)
+    for field in dataclasses.fields(event):
+        if field.name != "topic" and isinstance(getattr(event, field.name), str):
+            setattr(event, field.name, "" if field.name != "mode" else mode)
+    return event
+
+
+class SocketIOSubscriber:
+    """Builds a module shaped like OpenAlgo's subscribers/socketio_subscriber.py."""
+
+    @staticmethod
+    def module(name: str) -> types.ModuleType:
+        module = types.ModuleType(name)
+        source = "def on_order_placed(event):\n    pass\n\ndef on_order_update(event):\n    pass\n"
+        exec(compile(source, f"<{name}>", "exec"), vars(module))  # noqa: S102 - fixed test source
+        module.helper = len  # a builtin it imported is not one of its handlers
+        return module
+
+
+@pytest.fixture
+def openalgo_subscriber() -> Any:
+    module = SocketIOSubscriber.module("scratch_socketio_subscriber")
+    sys.modules[module.__name__] = module
+    yield module
+    del sys.modules[module.__name__]
+
+
+class TestRegisterReplacing:
+    def subscribed(self, bus: Bus, module: Any) -> Bus:
+        bus.subscribe("order.placed", module.on_order_placed)
+        bus.subscribe("order.update", module.on_order_update)
+        return bus
+
+    @pytest.mark.parametrize("mode", ["SOCKETIO", "SOCKETIO,KAFKA", "kafka, socketio"])
+    def test_the_apps_subscriber_steps_aside_when_browsers_go_through_the_forwarder(
+        self, publisher_env: str, openalgo_subscriber: Any, mode: str
+    ):
+        """Its handlers are unsubscribed from every topic; the bridge is on every topic."""
+        bus = self.subscribed(Bus(), openalgo_subscriber)
+        callback = register(bus, replacing=openalgo_subscriber, env={"ORDER_EVENT_MODE": mode})
+        assert bus.subscribers["order.placed"] == [callback]
+        assert bus.subscribers["order.update"] == [callback]
+
+    def test_kafka_only_keeps_the_apps_subscriber_and_relays_nothing(
+        self, publisher_env: str, peer: Peer, openalgo_subscriber: Any
+    ):
+        """In Kafka-only mode the app's subscriber stays, and bridge events say browser=False."""
+        bus = self.subscribed(Bus(), openalgo_subscriber)
+        callback = register(bus, replacing=openalgo_subscriber, env={"ORDER_EVENT_MODE": "KAFKA"})
+        assert bus.subscribers["order.placed"] == [openalgo_subscriber.on_order_placed, callback]
+        bus.publish(make_event("order.placed"))
+        (envelope,) = peer.envelopes(1)
+        assert (envelope.event, envelope.browser) == ("order_event", False)
+        assert envelope.extra is not None
+        assert envelope.extra["quantity"] == 10
+
+    def test_a_bus_without_unsubscribe_is_refused_at_start_up(self, openalgo_subscriber: Any):
+        """Replacing needs to unsubscribe: a bus that cannot is a clear error, not a double."""
+
+        class SubscribeOnly:
+            def subscribe(self, topic: str, callback: Callable[[Any], Any]) -> None:
+                pass
+
+        with pytest.raises(TypeError, match="unsubscribe"):
+            register(SubscribeOnly(), replacing=openalgo_subscriber, env={})
+
+
+class TestBrowserViaForwarder:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [(None, True), ("SOCKETIO", True), ("KAFKA,SOCKETIO", True), ("KAFKA", False)],
+    )
+    def test_it_follows_order_event_mode(self, value: str | None, expected: bool):
+        """Unset means the forwarder's default, SOCKETIO: browsers are reached through it."""
+        env = {} if value is None else {"ORDER_EVENT_MODE": value}
+        assert browser_via_forwarder(env) is expected
+
+    def test_an_invalid_mode_is_logged_and_the_app_shows_browsers_itself(
+        self, caplog: pytest.LogCaptureFixture
+    ):
+        """A typo never loses a browser event: the app keeps emitting, and says why."""
+        with caplog.at_level(logging.ERROR, logger="emitter"):
+            assert browser_via_forwarder({"ORDER_EVENT_MODE": "SOCKET"}) is False
+        assert "ORDER_EVENT_MODE='SOCKET' is not valid" in caplog.text
+
+
 class TestBrowserEvent:
     def test_a_position_close_message_is_kept_when_given(self):
         """The default message is used only when the event carries none."""
@@ -450,3 +583,90 @@ class TestWithoutApiKeys:
         value = {"apikey": "k", "nested": {"api_key": "k"}}
         without_api_keys(value)
         assert value == {"apikey": "k", "nested": {"api_key": "k"}}
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "apikey",
+            "api_key",
+            "API-KEY",
+            "X-API-KEY",
+            "x_api_key",
+            "Api Key",
+            "broker.apiKey",
+            "apikeys",
+        ],
+    )
+    def test_every_spelling_of_an_api_key_is_secret(self, name: str):
+        """Case, `-`, `_`, spaces and dots do not hide a name that contains api key."""
+        assert is_secret_name(name)
+
+    @pytest.mark.parametrize(
+        "name", ["api", "key", "api_secret", "keyapi", "api_token_key", 7, None]
+    )
+    def test_other_names_are_kept(self, name: object):
+        """Only names containing api-then-key are secret; other secrets are not API keys."""
+        assert not is_secret_name(name)
+
+    def test_dataclasses_and_tuples_are_searched_too(self):
+        """A key inside a dataclass inside a tuple is found: conversion to builtins comes first."""
+
+        @dataclasses.dataclass
+        class Leg:
+            symbol: str
+            x_api_key: str
+
+        value = {"legs": (Leg("SBIN", SECRET), {"Api-Key": SECRET})}
+        assert without_api_keys(value) == {"legs": [{"symbol": "SBIN"}, {}]}
+
+
+@dataclasses.dataclass
+class Holder:
+    """A value OpenAlgo might put in request_data: a dataclass holding more."""
+
+    inner: Any
+    kept: str = "KEEP"
+
+
+def spellings() -> st.SearchStrategy[str]:
+    """Names an API key may go by: any case, any of - _ space . between or around the parts."""
+    cased = st.sampled_from(["api", "API", "Api", "aPi"]), st.sampled_from(["key", "KEY", "Key"])
+    separator = st.sampled_from(["", "-", "_", " ", ".", "__"])
+    prefix = st.sampled_from(["", "x", "X-", "broker_", "openalgo."])
+    suffix = st.sampled_from(["", "s", "_id", "-value"])
+    return st.builds(
+        lambda p, a, s, k, x: p + a + s + k + x, prefix, cased[0], separator, cased[1], suffix
+    )
+
+
+def nested(secret_name: str) -> st.SearchStrategy[Any]:
+    """A structure holding the secret under `secret_name` at some depth, in any container."""
+    leaf = st.just({secret_name: SECRET, "kept": "KEEP"})
+    return st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            inner.map(lambda v: [v]),
+            inner.map(lambda v: (v, "KEEP")),
+            inner.map(lambda v: {"level": v, "kept": "KEEP"}),
+            inner.map(Holder),
+        ),
+        max_leaves=6,
+    )
+
+
+class TestNoApiKeyInFrames:
+    @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=st.data(), topic=st.sampled_from(TOPICS), mode=st.sampled_from(["live", "analyze"]))
+    def test_an_api_key_at_any_depth_and_spelling_never_reaches_the_frame(
+        self, publisher_env: str, peer: Peer, data: st.DataObject, topic: str, mode: str
+    ):
+        """Whatever the name's spelling and nesting, the secret is absent; the rest stays."""
+        name = data.draw(spellings())
+        value = data.draw(nested(name))
+        event = make_event(topic, mode)
+        event.request_data = {"symbol": "SBIN", "orders": value, name: SECRET}
+        event.response_data = {"status": "success", "echo": Holder(value)}
+        assert forward(event)
+        (frame,) = peer.frames(1)
+        assert SECRET.encode() not in frame
+        assert b"KEEP" in frame

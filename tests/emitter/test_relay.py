@@ -78,13 +78,13 @@ class TestInstallRelayArguments:
     def test_refuses_a_short_secret_without_repeating_it(self, secret):
         """A secret under 16 characters stops app start-up, and the error does not show it."""
         with pytest.raises(ValueError, match="at least 16 characters") as caught:
-            install_relay(socketio.Server(), secret)
+            install_relay(socketio.Server(async_mode="threading"), secret)
         assert not secret or secret not in str(caught.value)
 
     def test_refuses_the_browsers_namespace(self):
         """Installing the relay on `/` would lock every browser out, so it is refused."""
         with pytest.raises(ValueError, match="must differ"):
-            install_relay(socketio.Server(), SECRET, namespace="/")
+            install_relay(socketio.Server(async_mode="threading"), SECRET, namespace="/")
 
 
 @pytest.mark.integration

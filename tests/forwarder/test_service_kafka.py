@@ -81,12 +81,14 @@ class TestForwarderToKafka:
                 ("event_type", value["event_type"].encode()),
                 ("event_id", value["event_id"].encode()),
             ]
+            assert value["topic"] is None
             assert value["timestamp"].endswith("Z")
             assert before <= datetime.fromisoformat(value["timestamp"]) <= after
         orders = {v["data"]["seq"]: v for v in values if v["event_type"] == "order_event"}
         for seq, value in orders.items():
             assert {k: v for k, v in value.items() if k not in {"timestamp", "event_id"}} == {
                 "event_type": "order_event",
+                "topic": None,
                 "user_id": users[seq % 3],
                 "source": "openalgo",
                 "version": "1.0",

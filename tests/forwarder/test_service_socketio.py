@@ -15,7 +15,8 @@ import pytest
 from emitter import EventPublisher, EventPublisherFactory
 from emitter.openalgo import TOPICS, register
 from emitter.publisher import publisher_from_env
-from tests.emitter.test_openalgo import Bus, expected_browser, make_event
+from tests.emitter.test_openalgo import SECRET as SECRET_API_KEY
+from tests.emitter.test_openalgo import Bus, expected_browser, expected_kafka_data, make_event
 from tests.support.broker import consume
 from tests.support.forwarder import ForwarderProcess, forwarder_env
 from tests.support.proxy import fault_proxy
@@ -108,32 +109,51 @@ class TestForwarderToBrowsers:
                 ("order_event", last),
             ]
 
-    def test_the_bridge_shows_the_browser_what_openalgo_shows_it_today(
-        self, tmp_path, forwarders, monkeypatch
+    def test_one_publish_gives_kafka_the_whole_event_and_the_browser_todays_payload(
+        self, tmp_path, forwarders, monkeypatch, kafka_bootstrap, topic
     ):
-        """Every bus topic in both modes: the same Socket.IO event or, for live failures, none."""
+        """Every bus topic in both modes, each published once: Kafka's record is the whole event
+        minus API keys, with its topic; the browser gets OpenAlgo's event or, for live
+        failures, none."""
         with (
             relay_server(SECRET, tmp_path / "server.log") as server,
             browser_client(server.url) as browser,
         ):
-            process = start(forwarders, tmp_path, server.url)
+            process = start(
+                forwarders,
+                tmp_path,
+                server.url,
+                ORDER_EVENT_MODE="SOCKETIO,KAFKA",
+                KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+                KAFKA_ORDER_EVENTS_TOPIC=topic,
+            )
             monkeypatch.setenv("FORWARDER_ENDPOINT", process.env["FORWARDER_ENDPOINT"])
             EventPublisherFactory.reset()
             try:
                 bus = Bus()
-                register(bus)
-                expected = []
-                for mode in ("live", "analyze"):
-                    for topic in TOPICS:
-                        bus.publish(make_event(topic, mode))
-                        if (shown := expected_browser(topic, mode)) is not None:
-                            expected.append(shown)
+                register(bus, env={"ORDER_EVENT_MODE": "SOCKETIO,KAFKA"})
+                cases = [(t, mode) for mode in ("live", "analyze") for t in TOPICS]
+                for bus_topic, mode in cases:
+                    bus.publish(make_event(bus_topic, mode, user_id="alice"))
             finally:
                 EventPublisherFactory.reset()
-            assert len(expected) < 2 * len(TOPICS)
-            browser.wait_for(len(expected))
+            shown = [e for t, m in cases if (e := expected_browser(t, m)) is not None]
+            assert len(shown) < len(cases)
+            browser.wait_for(len(shown))
+            records = consume(kafka_bootstrap, topic, len(cases), timeout=30)
             time.sleep(0.2)
-            assert browser.events() == expected
+            assert browser.events() == shown
+        records = sorted(records, key=lambda r: r.offset)
+        values = [json.loads(r.value) for r in records]
+        assert len(values) == len(cases)
+        for value, record, (bus_topic, mode) in zip(values, records, cases, strict=True):
+            expected = expected_browser(bus_topic, mode)
+            assert value["topic"] == bus_topic
+            assert dict(record.headers)["topic"] == bus_topic.encode()
+            assert value["event_type"] == (bus_topic if expected is None else expected[0])
+            assert value["user_id"] == "alice"
+            assert value["data"] == expected_kafka_data(bus_topic, mode)
+            assert SECRET_API_KEY not in record.value.decode()
 
     def test_a_wrong_secret_relays_nothing_and_both_sides_say_so_without_it(
         self, tmp_path, forwarders

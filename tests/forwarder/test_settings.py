@@ -150,6 +150,8 @@ INVALID = [
     ({**KAFKA, "KAFKA_SSL_CAFILE": "/no/such/ca.pem"}, "KAFKA_SSL_CAFILE", "/no/such/ca.pem"),
     ({**SOCKETIO, "SOCKETIO_RELAY_SECRET": "short"}, "SOCKETIO_RELAY_SECRET", "<hidden>"),
     ({**SOCKETIO, "SOCKETIO_URL": "ftp://127.0.0.1"}, "SOCKETIO_URL", "ftp://127.0.0.1"),
+    ({**SOCKETIO, "SOCKETIO_URL": "unix:app.sock"}, "SOCKETIO_URL", "unix:app.sock"),
+    ({**SOCKETIO, "SOCKETIO_CA_FILE": "/no/such/ca.pem"}, "SOCKETIO_CA_FILE", "/no/such/ca.pem"),
     ({**SOCKETIO, "SOCKETIO_NAMESPACE": "/"}, "SOCKETIO_NAMESPACE", "/"),
     ({**SOCKETIO, "SOCKETIO_ACK_TIMEOUT_S": "0"}, "SOCKETIO_ACK_TIMEOUT_S", "0"),
 ]
@@ -176,6 +178,20 @@ class TestInvalid:
         with pytest.raises(ConfigError, match="CURVE keys"):
             Settings.from_env(tcp)
         assert Settings.from_env({**tcp, "FORWARDER_ALLOW_INSECURE_TCP": "1"}).curve is None
+
+    def test_a_ca_file_for_a_plain_http_url_is_refused(self, tmp_path):
+        """A CA file can only mean an https URL: say so rather than ignore it."""
+        ca = tmp_path / "ca.pem"
+        ca.write_text("x")
+        with pytest.raises(ConfigError, match="SOCKETIO_URL is https://"):
+            Settings.from_env({**SOCKETIO, "SOCKETIO_CA_FILE": str(ca)})
+
+    def test_a_unix_socket_url_names_the_socket(self):
+        """gunicorn's --bind unix:PATH form is accepted as it is written."""
+        env = {**SOCKETIO, "SOCKETIO_URL": "unix:/var/python/openalgo/openalgo.sock"}
+        socketio = Settings.from_env(env).socketio
+        assert socketio is not None
+        assert socketio.unix_socket == "/var/python/openalgo/openalgo.sock"
 
     def test_a_short_relay_secret_is_not_echoed(self):
         """Even a wrong secret is a secret."""

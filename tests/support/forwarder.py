@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,11 @@ def run_cli(
 class ForwarderProcess:
     """`python -m forwarder run` with a reader thread that parses every line it prints."""
 
-    def __init__(self, env: Mapping[str, str], *, umask: int = -1) -> None:
+    def __init__(
+        self, env: Mapping[str, str], command: Sequence[str] | None = None, *, umask: int = -1
+    ) -> None:
         self.env = dict(env)
+        self.command = [sys.executable, "-m", "forwarder", "run"] if command is None else command
         self.umask = umask
         """The process's umask, as a unit's UMask= sets it; -1 keeps the test's."""
         self._lines: list[dict[str, Any]] = []
@@ -78,7 +81,7 @@ class ForwarderProcess:
     def start(self, timeout: float = 30) -> ForwarderProcess:
         """Start it and wait for `forwarder_started`, its sign that it receives."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "forwarder", "run"],
+            self.command,
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

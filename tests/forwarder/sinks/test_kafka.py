@@ -28,7 +28,8 @@ from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
 from forwarder.sinks.kafka_record import emit_time, kafka_value
 from tests.support.broker import consume, unique_topic
 
-SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data", "event_id"]
+SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data"]
+FIELDS = [*SEED_FIELDS, "event_id", "topic"]
 TS = 1769682645123456789
 """2026-01-29T10:30:45.123456789Z"""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,15 +89,42 @@ def header(record: Any, name: str) -> str:
 
 class TestKafkaValue:
     def test_seed_record_bytes(self):
-        """An order event becomes the seed's JSON object, fields in its order, then the event id."""
+        """An order event becomes the seed's JSON object, fields in its order, then id and topic."""
         envelope = make_envelope(0, id="evt-1")
 
         assert kafka_value(envelope) == (
             b'{"event_type":"order_event","timestamp":"2026-01-29T10:30:45.123456Z",'
             b'"user_id":"user123","source":"openalgo","version":"1.0",'
             b'"data":{"symbol":"SBIN","action":"BUY","orderid":"0","mode":"live"},'
-            b'"event_id":"evt-1"}'
+            b'"event_id":"evt-1","topic":"order.placed"}'
         )
+
+    def test_an_event_from_no_bus_topic_has_a_null_topic(self):
+        """Events of the seed's methods and direct emits say so with `topic: null`."""
+        value = json.loads(kafka_value(make_envelope(0, user=None)))
+
+        assert value["topic"] is None
+        assert list(value) == FIELDS
+
+    def test_data_is_the_browser_payload_followed_by_the_other_fields(self):
+        """Kafka's data is the whole event: browser fields first, then the ones it leaves out."""
+        envelope = make_envelope(0, extra={"quantity": 10, "request_data": {"symbol": "SBIN"}})
+
+        data = json.loads(kafka_value(envelope))["data"]
+
+        assert list(data.items()) == [
+            *envelope.data.items(),
+            ("quantity", 10),
+            ("request_data", {"symbol": "SBIN"}),
+        ]
+
+    def test_on_a_name_clash_the_browser_value_is_kept(self):
+        """A field in both keeps the browser's value and its place: consumers see what it showed."""
+        envelope = make_envelope(0, data={"symbol": "Split"}, extra={"symbol": "", "total": 4})
+
+        data = json.loads(kafka_value(envelope))["data"]
+
+        assert list(data.items()) == [("symbol", "Split"), ("total", 4)]
 
     def test_system_event_user_is_admin(self):
         """An event that belongs to no user names `admin` as its user, as the seed did."""
@@ -335,14 +363,16 @@ class TestKafkaSinkDeliver:
             envelope = sent[header(record, "event_id")]
             value = json.loads(record.value)
             assert record.value == kafka_value(envelope)
-            assert list(value) == SEED_FIELDS
+            assert list(value) == FIELDS
             assert value["data"] == envelope.data
+            assert value["topic"] == envelope.topic
             timestamp = datetime.fromisoformat(value["timestamp"].replace("Z", "+00:00"))
             assert timestamp == EPOCH + timedelta(microseconds=envelope.ts // 1000)
             assert record.key == (envelope.user_id or "admin").encode()
             assert record.headers == [
                 ("event_type", envelope.event.encode()),
                 ("event_id", envelope.id.encode()),
+                *([] if envelope.topic is None else [("topic", envelope.topic.encode())]),
             ]
         received_by_key = defaultdict(list)
         for record in sorted(records, key=lambda r: (r.partition, r.offset)):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,7 +16,7 @@ import socketio
 import structlog
 
 from emitter.contract import Envelope
-from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE
+from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, install_relay
 from forwarder.errors import PermanentSinkError, RetriableSinkError
 from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery
@@ -53,8 +55,8 @@ def attempt(sink: SocketIOSink, batch: Sequence[Envelope]) -> Delivery | Retriab
         return exc
 
 
-def settings(url: str, secret: str = SECRET) -> SocketIOSettings:
-    return SocketIOSettings(url=url, relay_secret=secret, ack_timeout_s=2)
+def settings(url: str, secret: str = SECRET, **more: Any) -> SocketIOSettings:
+    return SocketIOSettings(url=url, relay_secret=secret, ack_timeout_s=2, **more)
 
 
 @pytest.fixture
@@ -67,8 +69,8 @@ def server(tmp_path) -> Iterator[RelayServer]:
 def make_sink() -> Iterator[Any]:
     sinks: list[SocketIOSink] = []
 
-    def make(url: str, secret: str = SECRET) -> SocketIOSink:
-        sinks.append(SocketIOSink(settings(url, secret)))
+    def make(url: str, secret: str = SECRET, **more: Any) -> SocketIOSink:
+        sinks.append(SocketIOSink(settings(url, secret, **more)))
         return sinks[-1]
 
     yield make
@@ -148,6 +150,56 @@ class TestSocketIOSinkDeliver:
         with browser_client(server.url) as browser:
             assert sink.deliver(browser_batch()[:1]).complete
             assert len(browser.wait_for(1)) == 1
+
+
+def with_relay(sio: socketio.Server) -> None:
+    install_relay(sio, SECRET)
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, as an internal CA would sign one."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.integration
+class TestSocketIOSinkReachingTheApp:
+    def test_a_unix_socket_url_connects_straight_to_the_apps_socket(self, tmp_path, make_sink):
+        """unix:PATH (gunicorn's --bind form) reaches the relay with no TCP port, and again after
+        the connection is lost."""
+        with plain_server(with_relay, unix_path=tmp_path / "app.sock") as url:
+            sink = make_sink(url)
+            assert url in sink.check()
+            assert sink.deliver(browser_batch()[:3]).complete
+            sink.close()
+            assert sink.deliver(browser_batch()[3:5]).complete
+
+    def test_a_unix_socket_nobody_listens_on_is_retriable(self, tmp_path, make_sink):
+        """A missing socket file (the app not started yet) is an outage, named, not a crash."""
+        sink = make_sink(f"unix:{tmp_path / 'absent.sock'}")
+        with pytest.raises(RetriableSinkError, match=r"absent\.sock"):
+            sink.deliver(browser_batch()[:1])
+
+    def test_an_https_url_is_verified_against_the_ca_file(self, certificate, make_sink):
+        """Without SOCKETIO_CA_FILE a certificate the system does not trust is refused; with it,
+        the relay is reached."""
+        cert, key = certificate
+        with plain_server(with_relay, ssl_context=(str(cert), str(key))) as url:
+            with pytest.raises(RetriableSinkError, match="cannot reach the relay"):
+                make_sink(url).check()
+            sink = make_sink(url, ca_file=str(cert))
+            assert str(cert) in sink.check()
+            assert sink.deliver(browser_batch()[:2]).complete
 
 
 @pytest.mark.integration
