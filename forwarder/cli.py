@@ -15,6 +15,7 @@ from types import FrameType
 from dotenv import dotenv_values
 
 from emitter.config import ConfigError
+from emitter.settings import EmitterSettings
 from forwarder import buffer, logs
 from forwarder.backlog import BUFFER_FILE
 from forwarder.control import ControlError, control_path, query, render_stats
@@ -42,13 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "stats" and args.socket is not None:
         return _print_stats(args.socket, as_json=args.json)
     try:
-        settings = Settings.from_env(_environment(args.env_file))
+        environment = _environment(args.env_file)
+        settings = Settings.from_env(environment)
         if args.command == "stats":
             path = control_path(settings.endpoint, settings.state_dir)
             return _print_stats(path, as_json=args.json)
         if args.command == "dead-letters":
             return run_dead_letters(args, settings)
         command: Callable[[Settings], int] = args.command
+        if args.command is _check:  # the env file is the app's too: its EMITTER_* lines as well
+            command = functools.partial(_check, emitter=EmitterSettings.from_env(environment))
         return command(settings)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -135,10 +139,11 @@ def _run(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _check(settings: Settings) -> int:
+def _check(settings: Settings, *, emitter: EmitterSettings) -> int:
     logs.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
     report = _Report()
     report.line("configuration", True, _describe(settings))
+    report.line("emitter", True, emitter.describe())
     report.attempt(
         "endpoint", Source(settings.endpoint, socket_group=settings.socket_group).describe
     )
