@@ -171,6 +171,11 @@ class EventPublisher:
             return self._refuse(exc)
         return self._send(frame)
 
+    @property
+    def transport(self) -> Transport:
+        """Where the frames go: its own counters and, for the ZeroMQ transport, the worker model."""
+        return self._transport
+
     def _publish(self, event: str, data: dict[str, Any], user_id: str | None) -> bool:
         """The seed methods' path: their event name and dict need no checking."""
         try:
