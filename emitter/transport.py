@@ -546,10 +546,10 @@ class PushTransport:
         self._pump_failures.flush()
         if self._unsent:
             logger.warning(
-                "%d events were not handed to the forwarder within EMITTER_LINGER_MS=%d and are "
-                "lost (counted as unsent)",
-                self._unsent,
+                "events not handed to the forwarder within EMITTER_LINGER_MS=%d are lost: %d "
+                "(counted as unsent)",
                 self._linger_ms,
+                self._unsent,
             )
         if self._zmq_cut_short:
             logger.warning(

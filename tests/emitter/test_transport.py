@@ -251,7 +251,7 @@ class TestClose:
         assert stats.queued + stats.unsent + stats.dropped == 300
         unsent_lines = [r for r in caplog.records if "counted as unsent" in r.getMessage()]
         assert len(unsent_lines) == 1
-        assert f"{stats.unsent} events" in unsent_lines[0].getMessage()
+        assert f"are lost: {stats.unsent} (counted as unsent)" in unsent_lines[0].getMessage()
 
     def test_close_without_any_event_returns_at_once(self, endpoint: str):
         """A transport that never sent opens no socket and has nothing to wait for."""
