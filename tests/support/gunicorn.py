@@ -1,4 +1,4 @@
-"""gunicorn serving tests.support.openalgo_app the way OpenAlgo's start.sh runs it.
+"""gunicorn serving an app (tests.support.openalgo_app by default) as OpenAlgo's start.sh runs it.
 
 One worker, the given worker class (`eventlet` in OpenAlgo's production), OpenAlgo's timeouts,
 no control socket, bound to a free loopback port. The master runs in its own session, so the
@@ -73,9 +73,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def gunicorn(
-    worker_class: str, env: Mapping[str, str], log_path: Path, *, preload: bool = False
+    worker_class: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    preload: bool = False,
+    app: str = "tests.support.openalgo_app:create_app()",
 ) -> Iterator[Gunicorn]:
-    """A started gunicorn, stopped with its worker however the test ends."""
+    """A started gunicorn serving `app`, stopped with its worker however the caller ends."""
     command = [
         sys.executable,
         "-m",
@@ -94,7 +99,7 @@ def gunicorn(
         "--log-level",
         "info",
         *(["--preload"] if preload else []),
-        "tests.support.openalgo_app:create_app()",
+        app,
     ]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
