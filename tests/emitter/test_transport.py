@@ -262,18 +262,26 @@ class TestClose:
         assert transport.stats() == TransportStats(0, 0, 0, 0)
 
 
-@pytest.mark.parametrize("model", ["eventlet", "gevent", "threads"])
+@pytest.mark.parametrize(
+    ("model", "detected"),
+    [
+        ("eventlet", "eventlet"),
+        ("gevent", "gevent"),
+        ("threads", "threads"),
+        ("asyncio", "threads"),
+    ],
+)
 class TestWorkerModels:
-    def test_green_threads_keep_running_while_the_queue_overflows_and_while_closing(
-        self, endpoint: str, model: str
+    def test_other_work_keeps_running_while_the_queue_overflows_and_while_closing(
+        self, endpoint: str, model: str, detected: str
     ):
-        """Patched as in a gunicorn worker, the hub keeps ticking; close() takes the linger."""
+        """The hub (or event loop) keeps ticking; close() takes the linger, and no longer."""
         linger_s = 1.0
         result = run_module(
             "tests.support.patched_process", model, endpoint, "50", str(int(linger_s * 1000))
         )
         stats = result["stats"]
-        assert result["model"] == model
+        assert result["model"] == detected
         assert result["flood_ticks_per_s"] >= 0.5 * result["idle_ticks_per_s"]
         assert result["close_ticks_per_s"] >= 0.5 * result["idle_ticks_per_s"]
         assert linger_s <= result["close_s"] < linger_s + CLOSE_GRACE_S
