@@ -12,10 +12,8 @@ the peer has read every byte (or the linger ran out).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import struct
-import termios
 from typing import Final
 
 import zmq
@@ -28,12 +26,23 @@ _EVENT: Final = struct.Struct("=hi")
 _INT: Final = struct.Struct("i")
 
 
-def unread_bytes(fd: int) -> int:
-    """Bytes sent on this socket that the peer has not read yet (Linux); 0 when unknown."""
-    try:
-        return int(_INT.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, bytes(_INT.size)))[0])
-    except OSError:
+try:
+    from fcntl import ioctl
+    from termios import TIOCOUTQ
+except ImportError:  # Windows has neither, macOS no TIOCOUTQ: close then waits for nothing
+
+    def unread_bytes(fd: int) -> int:
+        """Nothing tells here what the peer has read: nothing to wait for."""
         return 0
+
+else:
+
+    def unread_bytes(fd: int) -> int:
+        """Bytes sent on this socket that the peer has not read yet; 0 when unknown."""
+        try:
+            return int(_INT.unpack(ioctl(fd, TIOCOUTQ, bytes(_INT.size)))[0])
+        except OSError:
+            return 0
 
 
 class Connections:

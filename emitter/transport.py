@@ -17,7 +17,9 @@ inside an eventlet app) cannot safely wake it. The real thread shares nothing wi
 deque and locks held for a few instructions, and is woken by releasing a lock, which never waits.
 
 A green caller never waits on the pump: `close()` polls a flag with `time.sleep`, which under
-patching switches to the hub, and the pump itself closes the socket and terminates the context.
+patching switches to the hub. The pump spends the linger on the whole path: the deque into
+ZeroMQ, ZeroMQ into the kernel (it terminates the context itself), and the kernel to the
+forwarder (`emitter._connections`); what it gives up is counted as unsent, never as queued.
 
 Memory is bounded by bytes along the whole path: an event larger than `max_event_bytes` is
 refused, and the deque plus what ZeroMQ may still hold stay within `max_bytes`. ZeroMQ's own
@@ -52,6 +54,8 @@ __all__ = [
     "ThrottledCounter",
     "Transport",
     "TransportStats",
+    "describe_error",
+    "zmq_hwm",
 ]
 
 logger = logging.getLogger("emitter")
