@@ -21,7 +21,9 @@ def publish_panel(axes: Any, rows: list[dict[str, Any]]) -> None:
     chosen = [
         row
         for row in rows
-        if row["gc"] == "gc on" and row["method"] not in {"empty call", "transport.send"}
+        if "worker" not in row
+        and row["gc"] == "gc on"
+        and row["method"] not in {"empty call", "transport.send"}
     ]
     labels = [f"{row['state']}\n{row['method']}\n{row['pattern']}" for row in chosen]
     positions = range(len(chosen))

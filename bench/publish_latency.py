@@ -1,7 +1,8 @@
 """What one publish costs the calling thread, beside a raw pyzmq send, in three forwarder states.
 
-Run:  .venv/bin/python -m bench.publish_latency            (about four minutes)
-      .venv/bin/python -m bench.publish_latency --quick    (a smoke run of about twenty seconds)
+Run:  .venv/bin/python -m bench.publish_latency --gc on          (about four minutes)
+      .venv/bin/python -m bench.publish_latency --workers-only   (the worker models alone: 1.5)
+      .venv/bin/python -m bench.publish_latency --quick          (a smoke run)
 
 States: a forwarder-like PULL peer reading in another process; no peer at all; a peer that is
 connected but never reads (its queue and then ours fill up). Methods: the full
@@ -15,6 +16,13 @@ Baselines, run inline as the seed and OpenAlgo do, against the embedded broker: 
 `KafkaProducer.send()` (queued in the client), `send().get()` (the seed waited for the broker's
 acknowledgement on `order_event`), and `ThreadPoolExecutor.submit` to ten workers (OpenAlgo's event
 bus); `send().get()` takes milliseconds, so it runs a tenth of the calls.
+
+Worker models: the emitter inside one gunicorn worker of each class (gthread: real threads;
+eventlet, as OpenAlgo runs; gevent), timed in the request's own (green) thread by
+bench.worker_app, in the same three forwarder states, in turns with the floor in the same
+request: msgspec encoding of the same event plus a deque append, drained every millisecond by a
+thread of the worker's own kind. Figures are the ratio of the p99s, with the target: 3x in
+bursts, 2x paced.
 """
 
 from __future__ import annotations
@@ -28,26 +36,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import requests
 import zmq
 from kafka import KafkaProducer
 
+from bench.timing import BURST, BURST_PAUSE_S, PACED, Call, bursts, paced
 from demo.broker import running_broker
 from emitter.publisher import EventPublisher, encode_event
 from emitter.transport import PushTransport
 from forwarder.settings import KafkaSettings
 from forwarder.sinks.kafka import producer_config
+from tests.support.gunicorn import gunicorn
 
 HWM = 10000
-BURST = 1000
-BURST_PAUSE_S = 0.02
-PACED_RATE = 1000.0
 STATES = ("reading peer", "no peer", "stalled peer")
+WORKERS = ("gthread", "eventlet", "gevent")
+"""gunicorn worker classes: real threads, and the two that monkey-patch (eventlet is OpenAlgo's)."""
+TARGETS = {"bursts": 3.0, PACED: 2.0}
+"""Largest publish p99 accepted, as a multiple of the floor's p99 in the same worker and pattern."""
 METHODS = ("publish", "transport.send", "raw zmq send")
 
 PEER = """
@@ -73,8 +86,6 @@ start = time.perf_counter()
 import emitter
 print((time.perf_counter() - start) * 1e3, rss_kib() - before)
 """
-
-Call = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -139,37 +150,6 @@ def peer(endpoint: str, state: str) -> Iterator[None]:
             yield
         finally:
             proc.kill()
-
-
-def bursts(call: Call, total: int) -> tuple[list[int], int]:
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    refused = 0
-    while len(samples) < total:
-        for _ in range(BURST):
-            start = clock()
-            ok = call()
-            samples.append(clock() - start)
-            refused += not ok
-        time.sleep(BURST_PAUSE_S)
-    return samples, refused
-
-
-def paced(call: Call, total: int) -> tuple[list[int], int]:
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    refused = 0
-    next_at = time.perf_counter()
-    for _ in range(total):
-        next_at += 1.0 / PACED_RATE
-        pause = next_at - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        start = clock()
-        ok = call()
-        samples.append(clock() - start)
-        refused += not ok
-    return samples, refused
 
 
 def order_event(publisher: EventPublisher) -> Call:
@@ -244,7 +224,7 @@ def run(endpoint: str, burst_calls: int, paced_calls: int, gc_modes: list[str]) 
         {"symbol": "SBIN-EQ", "action": "BUY", "orderid": "250101000012345", "mode": "live"},
         user_id="trader1",
     )
-    patterns = (("bursts", burst_calls), (f"paced {PACED_RATE / 1000:.0f}k/s", paced_calls))
+    patterns = (("bursts", burst_calls), (PACED, paced_calls))
     rows: list[Row] = []
     for gc_mode in gc_modes:
         for pattern, count in patterns:
@@ -283,12 +263,101 @@ def baselines(run_dir: Path, burst_calls: int, paced_calls: int, gc_modes: list[
             for method, (call, divisor) in calls.items():
                 for pattern, count in (
                     ("bursts", burst_calls // divisor),
-                    (f"paced {PACED_RATE / 1000:.0f}k/s", paced_calls // divisor),
+                    (PACED, paced_calls // divisor),
                 ):
                     samples, refused = measure(call, pattern, count, gc_mode)
                     rows.append(Row("inline", method, pattern, gc_mode, samples, refused))
         producer.close()
     return rows
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """The floor and the publish, timed back to back in one worker, one forwarder state."""
+
+    worker: str
+    model: str
+    state: str
+    pattern: str
+    floor: dict[str, float]
+    publish: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.publish["p99"] / self.floor["p99"]
+
+    def met(self) -> bool:
+        return self.ratio <= TARGETS[self.pattern]
+
+    def summary(self) -> dict[str, object]:
+        """The row for the JSON file: microseconds, and the ratio of the p99s."""
+        return {
+            "worker": self.worker,
+            "model": self.model,
+            "state": self.state,
+            "pattern": self.pattern,
+            "floor": self.floor,
+            "publish": self.publish,
+            "p99_ratio": self.ratio,
+        }
+
+    def cells(self) -> list[str]:
+        return [
+            self.worker,
+            self.model,
+            self.state,
+            self.pattern,
+            f"{self.floor['p50']:.1f}",
+            f"{self.floor['p99']:.1f}",
+            f"{self.publish['p50']:.1f}",
+            f"{self.publish['p99']:.1f}",
+            f"{self.ratio:.2f}x",
+            f"<= {TARGETS[self.pattern]:.0f}x",
+            "yes" if self.met() else "NO",
+        ]
+
+
+def measure_in_worker(url: str, pattern: str, count: int, endpoint: str) -> Any:
+    """The floor and the publish timed in turns inside the worker by bench.worker_app."""
+    answer = requests.post(
+        f"{url}/measure",
+        params={"pattern": pattern.split(maxsplit=1)[0], "count": count},
+        data={"endpoint": endpoint},
+        timeout=600,
+    )
+    answer.raise_for_status()
+    return answer.json()
+
+
+def worker_models(tmp: Path, burst_calls: int, paced_calls: int) -> list[WorkerRow]:
+    """The emitter inside each gunicorn worker class, each series beside its floor."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMITTER_", "FORWARDER_"))}
+    rows: list[WorkerRow] = []
+    for worker in WORKERS:
+        log = tmp / f"gunicorn-{worker}.log"
+        with gunicorn(worker, env, log, app="bench.worker_app:create_app()") as app:
+            for state in STATES:
+                endpoint = f"ipc://{tmp / worker}-{state.split()[0]}.sock"
+                with peer(endpoint, state):
+                    for pattern, count in (("bursts", burst_calls), (PACED, paced_calls)):
+                        timed = measure_in_worker(app.url, pattern, count, endpoint)
+                        row = WorkerRow(
+                            worker, timed["model"], state, pattern, timed["floor"], timed["publish"]
+                        )
+                        rows.append(row)
+    return rows
+
+
+def print_worker_table(rows: list[WorkerRow]) -> None:
+    header = ["worker", "model", "forwarder", "pattern", "floor p50", "floor p99"]
+    header += ["publish p50", "publish p99", "p99 / floor", "target", "met"]
+    table = [header] + [row.cells() for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for i, line in enumerate(table):
+        pairs = enumerate(zip(line, widths, strict=True))
+        print("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in pairs))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
 
 
 def import_cost(runs: int, mode: str) -> tuple[float, float]:
@@ -332,34 +401,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--gc", choices=("on", "off", "both"), default="both")
+    parser.add_argument(
+        "--workers-only", action="store_true", help="only the gunicorn worker models, vs the floor"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     burst_calls, paced_calls, runs, idle_s = (
         (5_000, 500, 3, 1.0) if args.quick else (200_000, 5_000, 9, 5.0)
     )
+    worker_bursts, worker_paced = (5_000, 300) if args.quick else (50_000, 3_000)
     gc_modes = {"on": ["gc on"], "off": ["gc off"], "both": ["gc on", "gc off"]}[args.gc]
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="emb") as tmp:
         endpoint = f"ipc://{Path(tmp) / 'events.sock'}"
-        rows = run(endpoint, burst_calls, paced_calls, gc_modes)
-        idle = idle_cpu_ms(endpoint, idle_s)
-        rows += baselines(Path(tmp), burst_calls // 10, paced_calls, gc_modes)
+        if not args.workers_only:
+            rows = run(endpoint, burst_calls, paced_calls, gc_modes)
+            idle = idle_cpu_ms(endpoint, idle_s)
+            rows += baselines(Path(tmp), burst_calls // 10, paced_calls, gc_modes)
+        workers = worker_models(Path(tmp), worker_bursts, worker_paced)
     print(
         f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; microseconds per call in "
         f"the calling thread; bursts of {BURST} calls, {BURST_PAUSE_S * 1e3:.0f} ms apart; "
         f"SNDHWM {HWM}; False: calls that returned False (dropped)"
     )
-    print_table(rows)
-    cold_ms, cold_mib = import_cost(runs, "cold")
-    warm_ms, warm_mib = import_cost(runs, "warm")
+    if rows:
+        print_table(rows)
+        cold_ms, cold_mib = import_cost(runs, "cold")
+        warm_ms, warm_mib = import_cost(runs, "warm")
+        print(
+            f"\nimport emitter, fresh interpreter: {cold_ms:.1f} ms, +{cold_mib:.1f} MiB RSS; "
+            f"after zmq, msgspec, logging and threading (as in OpenAlgo): {warm_ms:.1f} ms, "
+            f"+{warm_mib:.1f} MiB (medians of {runs})"
+        )
+        print(f"idle CPU of the process with the pump parked: {idle:.1f} ms over {idle_s:.0f} s")
     print(
-        f"\nimport emitter, fresh interpreter: {cold_ms:.1f} ms, +{cold_mib:.1f} MiB RSS; "
-        f"after zmq, msgspec, logging and threading (as in OpenAlgo): {warm_ms:.1f} ms, "
-        f"+{warm_mib:.1f} MiB (medians of {runs})"
+        f"\nInside one gunicorn worker of each class, gc on: {worker_bursts:,} calls in bursts, "
+        f"{worker_paced:,} paced; floor = msgspec encoding + deque append drained every 1 ms"
     )
-    print(f"idle CPU of the process with the pump parked: {idle:.1f} ms over {idle_s:.0f} s")
+    print_worker_table(workers)
     if args.json is not None:
-        args.json.write_text(json.dumps([row.summary() for row in rows], indent=2))
+        summaries = [row.summary() for row in rows] + [row.summary() for row in workers]
+        args.json.write_text(json.dumps(summaries, indent=2))
 
 
 if __name__ == "__main__":

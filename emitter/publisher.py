@@ -11,13 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from emitter.config import ConfigError, curve_client_keys, env_int, resolve_endpoint
+from emitter.config import ConfigError, curve_client_keys, resolve_endpoint
 from emitter.contract import SCHEMA_VERSION, SYSTEM_KEY, Envelope, encode_envelope
-from emitter.transport import DisabledTransport, PushTransport, ThrottledCounter, Transport
+from emitter.settings import EmitterSettings
+from emitter.transport import (
+    DisabledTransport,
+    PushTransport,
+    ThrottledCounter,
+    Transport,
+    describe_error,
+)
 
 __all__ = [
-    "DEFAULT_LINGER_MS",
-    "DEFAULT_SNDHWM",
     "EventPublisher",
     "EventPublisherFactory",
     "PublisherStats",
@@ -27,10 +32,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("emitter")
-
-DEFAULT_SNDHWM: Final = 10000
-DEFAULT_LINGER_MS: Final = 500
-_DETAIL_CHARS: Final = 200
 
 
 class _EventIds:
@@ -57,10 +58,17 @@ os.register_at_fork(after_in_child=_ids.renew)
 
 @dataclass(frozen=True, slots=True)
 class PublisherStats:
-    """What became of every publish call: queued + dropped + failed_to_encode is the total."""
+    """What became of every publish call: the five counts add up to the number of calls.
+
+    `queued` were handed to the forwarder or are waiting to be; `dropped` found the queue full
+    (or the publisher closed); `too_large` exceeded EMITTER_MAX_EVENT_BYTES; `unsent` were queued
+    but given up when the publisher closed before the forwarder took them.
+    """
 
     queued: int
     dropped: int
+    too_large: int
+    unsent: int
     failed_to_encode: int
 
 
@@ -142,14 +150,6 @@ def encode_event(
     return _encode(event, data, user_id, key, topic, browser, extra)
 
 
-def _describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # a broken __str__ must not escape a publish call
-        text = ""
-    return f"{type(exc).__name__}: {text}"[:_DETAIL_CHARS]
-
-
 class EventPublisher:
     """Publishes OpenAlgo's events: each method returns at once, True when queued; none raises."""
 
@@ -179,6 +179,11 @@ class EventPublisher:
             return self._refuse(exc)
         return self._send(frame)
 
+    @property
+    def transport(self) -> Transport:
+        """Where the frames go: its own counters and, for the ZeroMQ transport, the worker model."""
+        return self._transport
+
     def _publish(self, event: str, data: dict[str, Any], user_id: str | None) -> bool:
         """The seed methods' path: their event name and dict need no checking."""
         try:
@@ -188,7 +193,7 @@ class EventPublisher:
         return self._send(frame)
 
     def _refuse(self, exc: Exception) -> bool:
-        self._failures.add(_describe(exc))
+        self._failures.add(describe_error(exc))
         return False
 
     def publish_order_event(
@@ -225,11 +230,13 @@ class EventPublisher:
         return self._publish("password_change", data, user_id)
 
     def stats(self) -> PublisherStats:
-        """How many calls were queued, dropped (queue full, closed, disabled) or not encodable."""
+        """What became of every call so far: see `PublisherStats`."""
         transport = self._transport.stats()
         return PublisherStats(
             queued=transport.queued,
             dropped=transport.dropped,
+            too_large=transport.too_large,
+            unsent=transport.unsent,
             failed_to_encode=self._failures.total,
         )
 
@@ -237,14 +244,6 @@ class EventPublisher:
         """Hand over what is queued within the linger time; later publishes return False."""
         self._transport.close()
         self._failures.flush()
-
-
-def _setting(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    try:
-        return env_int(env, name, default, minimum=minimum)
-    except ConfigError as exc:
-        logger.error("%s; using the default %d", exc, default)
-        return default
 
 
 def _endpoint(env: Mapping[str, str], *, curve: bool) -> str | None:
@@ -260,8 +259,7 @@ def _endpoint(env: Mapping[str, str], *, curve: bool) -> str | None:
 
 def publisher_from_env(env: Mapping[str, str]) -> EventPublisher:
     """A publisher configured from the environment; a bad setting is logged, never raised."""
-    hwm = _setting(env, "EMITTER_SNDHWM", DEFAULT_SNDHWM, 1)
-    linger_ms = _setting(env, "EMITTER_LINGER_MS", DEFAULT_LINGER_MS, 0)
+    settings = EmitterSettings.from_env(env, report=logger.error)
     try:
         curve = curve_client_keys(env)
     except ConfigError as exc:
@@ -270,7 +268,15 @@ def publisher_from_env(env: Mapping[str, str]) -> EventPublisher:
     endpoint = _endpoint(env, curve=curve is not None)
     if endpoint is None:
         return EventPublisher(DisabledTransport("invalid FORWARDER_ENDPOINT"))
-    return EventPublisher(PushTransport(endpoint, hwm=hwm, linger_ms=linger_ms, curve=curve))
+    transport = PushTransport(
+        endpoint,
+        hwm=settings.sndhwm,
+        max_bytes=settings.queue_max_bytes,
+        max_event_bytes=settings.max_event_bytes,
+        linger_ms=settings.linger_ms,
+        curve=curve,
+    )
+    return EventPublisher(transport)
 
 
 class EventPublisherFactory:

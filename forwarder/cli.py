@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TextIO, cast
 
 from emitter.config import ConfigError, curve_client_keys
+from emitter.settings import EmitterSettings
 from forwarder import buffer, logs
 from forwarder.backlog import BUFFER_FILE
 from forwarder.control import ControlError, control_path, query, render_stats
@@ -216,6 +217,7 @@ def _run(settings: Settings) -> int:
 def _check(
     settings: Settings, env: Mapping[str, str], path: Path | None, env_file: EnvFile | None
 ) -> int:
+    emitter = EmitterSettings.from_env(env)  # the env file is the app's too
     logs.configure(
         settings.log_level_number,
         settings.log_format,
@@ -225,6 +227,15 @@ def _check(
     )
     report = _Report()
     report.line("configuration", True, _describe(settings))
+    report.line("emitter", True, emitter.describe())
+    if emitter.max_event_bytes > settings.max_frame_bytes:
+        report.line(
+            "frame limits",
+            False,
+            f"EMITTER_MAX_EVENT_BYTES ({emitter.max_event_bytes:,}) is above "
+            f"FORWARDER_MAX_FRAME_BYTES ({settings.max_frame_bytes:,}): an event between the two "
+            "is queued by the app and refused by the forwarder",
+        )
     if path is not None and env_file is not None:
         for line, note in env_file.notes:
             report.warn(f"{path} line {line}", note)

@@ -43,7 +43,8 @@ FSYNC: Final = ("always", "batch", "off")
 MIN_BUFFER_BYTES: Final = 1 << 20
 MIN_DEAD_LETTER_BYTES: Final = 64 << 10
 MAX_FRAME_BYTES: Final = 320 << 10
-"""The emitter's largest event (256 KiB by default) plus room for the rest of the envelope."""
+"""Above the emitter's largest frame (EMITTER_MAX_EVENT_BYTES, the whole encoded envelope: 256 KiB
+by default), so every event the app accepts is read; `check` fails when the two disagree."""
 MIN_FRAME_BYTES: Final = 64 << 10
 MIN_RELAY_SECRET_LENGTH: Final = 16
 """What emitter.relay accepts; not imported from there, which needs the Socket.IO package."""

@@ -224,7 +224,7 @@ class TestNeverRaises:
     ):
         """Bad arguments never raise: the call returns False and counts a failed encode."""
         assert call(publisher) is False
-        assert publisher.stats() == PublisherStats(queued=0, dropped=0, failed_to_encode=1)
+        assert publisher.stats() == PublisherStats(0, 0, 0, 0, failed_to_encode=1)
         assert peer.nothing_more()
 
     def test_encode_failures_are_logged_at_most_once_per_interval(
@@ -333,6 +333,21 @@ class TestWithoutForwarder:
         assert exit_delay < 1.0
 
 
+class TestLimits:
+    def test_an_event_over_emitter_max_event_bytes_is_refused_and_counted_apart(
+        self, monkeypatch: pytest.MonkeyPatch, peer: Peer
+    ):
+        """The encoded size decides: a larger event returns False and counts as too_large."""
+        monkeypatch.setenv("FORWARDER_ENDPOINT", peer.endpoint)
+        monkeypatch.setenv("EMITTER_MAX_EVENT_BYTES", "2048")
+        publisher = get_event_publisher()
+        assert publisher.emit("analyzer_update", {"blob": "x" * 5000}) is False
+        assert publisher.emit("analyzer_update", {"blob": "x" * 100}) is True
+        assert [e.data for e in peer.envelopes(1)] == [{"blob": "x" * 100}]
+        assert peer.nothing_more()
+        assert publisher.stats() == PublisherStats(1, 0, too_large=1, unsent=0, failed_to_encode=0)
+
+
 class TestConcurrency:
     def test_eight_threads_deliver_every_event_exactly_once(
         self, monkeypatch: pytest.MonkeyPatch, endpoint: str, peer: Peer
@@ -384,7 +399,7 @@ class TestFork:
             try:
                 child = get_event_publisher()
                 sent = [child.emit("e", {"from": "child", "i": i}) for i in range(20)]
-                ok = all(sent) and child.stats() == PublisherStats(20, 0, 0)
+                ok = all(sent) and child.stats() == PublisherStats(20, 0, 0, 0, 0)
                 child.close()
                 status = 0 if ok else 2
             finally:
@@ -400,7 +415,7 @@ class TestFork:
         assert sum(1 for origin, _ in by_origin if origin == "child") == 20
         prefixes = {e.data["from"]: e.id[:16] for e in envelopes}
         assert prefixes["child"] != prefixes["parent"]
-        assert publisher.stats() == PublisherStats(60, 0, 0)
+        assert publisher.stats() == PublisherStats(60, 0, 0, 0, 0)
 
 
 class TestFactory:
@@ -443,7 +458,13 @@ class TestFactory:
 
     @pytest.mark.parametrize(
         "setting",
-        [("EMITTER_SNDHWM", "lots"), ("EMITTER_SNDHWM", "0"), ("EMITTER_LINGER_MS", "-1")],
+        [
+            ("EMITTER_SNDHWM", "lots"),
+            ("EMITTER_SNDHWM", "0"),
+            ("EMITTER_LINGER_MS", "-1"),
+            ("EMITTER_MAX_EVENT_BYTES", "1k"),
+            ("EMITTER_QUEUE_MAX_BYTES", "0"),
+        ],
     )
     def test_a_bad_number_is_logged_and_the_default_used(
         self, monkeypatch: pytest.MonkeyPatch, peer: Peer, caplog: pytest.LogCaptureFixture, setting
@@ -477,7 +498,7 @@ class TestFactory:
         assert "FORWARDER_ENDPOINT" in errors[0].getMessage()
         assert "publishing is disabled" in errors[0].getMessage()
         assert results == [False] * 3
-        assert publisher.stats() == PublisherStats(queued=0, dropped=3, failed_to_encode=0)
+        assert publisher.stats() == PublisherStats(0, 3, 0, 0, 0)
 
     def test_a_bad_allow_remote_flag_falls_back_to_loopback_only(
         self,

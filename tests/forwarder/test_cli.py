@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from emitter.settings import EmitterSettings
 from forwarder.buffer import DiskBuffer
+from forwarder.settings import Settings
 from tests.support import systemd
 from tests.support.broker import free_port
 from tests.support.forwarder import ROOT, ForwarderProcess, forwarder_env, run_cli
@@ -221,14 +223,15 @@ class TestCheck:
         lines = result.stdout.splitlines()
         assert [line.split(":")[0].split(None, 1) for line in lines] == [
             ["ok", "configuration"],
+            ["ok", "emitter"],
             ["ok", "endpoint"],
             ["ok", "state directory"],
             ["ok", "buffer"],
             ["ok", "sink kafka"],
         ]
         assert "frames up to 327,680 bytes" in lines[0]
-        assert "buffer.sqlite (created at start), up to 268,435,456 bytes" in lines[3]
-        assert kafka_bootstrap in lines[4]
+        assert "buffer.sqlite (created at start), up to 268,435,456 bytes" in lines[4]
+        assert kafka_bootstrap in lines[5]
 
     def test_check_reports_what_the_buffer_holds_and_a_damaged_one(self, env, tmp_path):
         """Read-only: a held backlog is counted, a damaged file named without touching it."""
@@ -249,6 +252,35 @@ class TestCheck:
         assert "will be set aside at start" in line
         assert result.returncode == 1
         assert (state / "buffer.sqlite").read_bytes().startswith(b"not a database")
+
+    def test_the_apps_emitter_settings_in_the_same_file_are_checked_too(self, env):
+        """EMITTER_* lines are described, and a bad one stops the check like any other."""
+        limits = {"EMITTER_SNDHWM": "50", "EMITTER_MAX_EVENT_BYTES": "65536"}
+        [line] = [
+            line
+            for line in run_cli("check", env=env | limits).stdout.splitlines()
+            if " emitter:" in line
+        ]
+        assert line == (
+            "ok     emitter: holds up to 50 events (+50 in ZeroMQ) or 64 MiB; refuses events "
+            "over 64 KiB; exit waits up to 500 ms"
+        )
+        result = run_cli("check", env=env | {"EMITTER_QUEUE_MAX_BYTES": "100000"})
+        assert_one_config_error(
+            result, "EMITTER_QUEUE_MAX_BYTES='100000'", "8 x EMITTER_MAX_EVENT_BYTES"
+        )
+
+    def test_an_emitter_event_limit_above_the_frame_limit_fails_the_check(self, env):
+        """Events between the two limits would be queued by the app and refused: status 1."""
+        limits = {"EMITTER_MAX_EVENT_BYTES": "524288", "FORWARDER_MAX_FRAME_BYTES": "327680"}
+        result = run_cli("check", env=env | limits)
+        assert result.returncode == 1, result.stdout + result.stderr
+        [line] = [line for line in result.stdout.splitlines() if "frame limits" in line]
+        assert line.startswith("FAILED frame limits: EMITTER_MAX_EVENT_BYTES (524,288)")
+
+    def test_the_default_frame_limit_takes_the_largest_event_the_app_accepts(self):
+        """The defaults agree: a frame of EMITTER_MAX_EVENT_BYTES is never refused."""
+        assert EmitterSettings().max_event_bytes < Settings().max_frame_bytes
 
     def test_an_unreachable_broker_fails_the_check_with_the_reason(self, env):
         """Status 1 and a FAILED line for the sink; the other checks still report."""
