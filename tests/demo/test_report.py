@@ -7,7 +7,7 @@ from demo.report import match
 from demo.session import Published
 from emitter.publisher import PublisherStats
 
-STATS = PublisherStats(queued=3, dropped=0, failed_to_encode=0)
+STATS = PublisherStats(queued=3, dropped=0, too_large=0, unsent=0, failed_to_encode=0)
 PUBLISHED = [
     Published("order_event", "alice", {"orderid": "1"}, True),
     Published("order_event", "bob", {"orderid": "2"}, True),
