@@ -13,10 +13,16 @@ from typing import Any
 import pytest
 
 from emitter import EventPublisher, EventPublisherFactory
-from emitter.openalgo import TOPICS, register
+from emitter.openalgo import register
 from emitter.publisher import publisher_from_env
+from tests.emitter.test_openalgo import (
+    OPENALGO_TOPICS,
+    Bus,
+    expected_browser,
+    expected_kafka_data,
+    make_event,
+)
 from tests.emitter.test_openalgo import SECRET as SECRET_API_KEY
-from tests.emitter.test_openalgo import Bus, expected_browser, expected_kafka_data, make_event
 from tests.support.broker import consume
 from tests.support.forwarder import ForwarderProcess, forwarder_env
 from tests.support.proxy import fault_proxy
@@ -132,7 +138,7 @@ class TestForwarderToBrowsers:
             try:
                 bus = Bus()
                 register(bus, env={"ORDER_EVENT_MODE": "SOCKETIO,KAFKA"})
-                cases = [(t, mode) for mode in ("live", "analyze") for t in TOPICS]
+                cases = [(t, mode) for mode in ("live", "analyze") for t in OPENALGO_TOPICS]
                 for bus_topic, mode in cases:
                     bus.publish(make_event(bus_topic, mode, user_id="alice"))
             finally:
