@@ -20,6 +20,7 @@ from forwarder.retry import Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.source import MAX_FRAMES, Source
+from forwarder.state_lock import StateLock
 from forwarder.stats import Stats
 from forwarder.worker import SinkWorker
 
@@ -55,6 +56,7 @@ class Forwarder:
             settings.state_dir, self.stats, settings.dead_letter_max_bytes
         )
         self._latency = BatchLatency()
+        self._state_lock = StateLock(settings.state_dir)
         self._store: Store | None = None
         self._workers: list[SinkWorker] = []
         self._control = ControlServer(
@@ -76,6 +78,7 @@ class Forwarder:
         started = False
         try:
             self._dead_letters.prepare()
+            self._state_lock.acquire()
             self._store = open_store(self._settings, self._sinks, self.stats, self._dead_letters)
             self._workers = [self._worker(sink, self._store) for sink in self._sinks]
             self._source.bind()
@@ -109,6 +112,7 @@ class Forwarder:
             if self._metrics is not None:
                 self._metrics.close()
             self._notifier.close()
+            self._state_lock.release()
 
     def _worker(self, sink: Sink, store: Store) -> SinkWorker:
         return SinkWorker(
