@@ -15,8 +15,8 @@ from types import FrameType
 from dotenv import dotenv_values
 
 from emitter.config import ConfigError
-from forwarder import buffer, logs
-from forwarder.backlog import BUFFER_FILE
+from forwarder import logs
+from forwarder.backlog_commands import add_backlog_arguments, run_backlog
 from forwarder.control import ControlError, control_path, query, render_stats
 from forwarder.deadletter import DeadLetters
 from forwarder.deadletter_commands import add_dead_letter_arguments, run_dead_letters
@@ -27,11 +27,20 @@ from forwarder.settings import Settings
 from forwarder.sinks import build_sinks
 from forwarder.source import Source
 from forwarder.stats import Stats
+from forwarder.store import BUFFER_FILE
+from forwarder.store.inspect import describe
 
 __all__ = ["main"]
 
 PROG = "openalgo-forwarder"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+_ACTIONS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "dead-letters": run_dead_letters,
+    "backlog": run_backlog,
+}
+"""Commands with actions of their own, given the parsed arguments and the settings."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stats":
             path = control_path(settings.endpoint, settings.state_dir)
             return _print_stats(path, as_json=args.json)
-        if args.command == "dead-letters":
-            return run_dead_letters(args, settings)
+        if args.command in _ACTIONS:
+            return _ACTIONS[args.command](args, settings)
         command: Callable[[Settings], int] = args.command
         return command(settings)
     except ConfigError as exc:
@@ -94,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_dead_letter_arguments(letters)
     letters.set_defaults(command="dead-letters")
+    backlog = add_command(
+        "backlog", help="drop what the disk buffer keeps for a sink taken out of ORDER_EVENT_MODE"
+    )
+    add_backlog_arguments(backlog)
+    backlog.set_defaults(command="backlog")
     return parser
 
 
@@ -156,7 +170,8 @@ def _check(settings: Settings) -> int:
 def _describe_buffer(settings: Settings) -> str:
     if settings.buffer == "memory":
         return f"in memory, {settings.queue_max:,} events per sink, lost if the forwarder stops"
-    detail = buffer.describe(settings.state_dir / BUFFER_FILE, settings.buffer_max_bytes)
+    configured = [mode.lower() for mode in settings.modes]
+    detail = describe(settings.state_dir / BUFFER_FILE, settings.buffer_max_bytes, configured)
     return f"{detail}; when full {settings.when_full}, fsync {settings.fsync}"
 
 

@@ -32,6 +32,7 @@ class TestStats:
             "buffer_damaged": 0,
             "sinks": {
                 "kafka": {
+                    "configured": True,
                     "delivered": 6,
                     "retried": 0,
                     "dead_lettered": 0,
