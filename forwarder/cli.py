@@ -217,7 +217,8 @@ def _describe(settings: Settings) -> str:
         socketio = settings.socketio
         parts.append(
             f"socketio {socketio.url} namespace {socketio.namespace} "
-            f"relay secret {_set(socketio.relay_secret)}"
+            f"relay secret {_set(socketio.relay_secret)} "
+            f"calls up to {socketio.max_call_bytes:,} bytes"
         )
     return "; ".join(parts)
 

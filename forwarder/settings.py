@@ -29,6 +29,7 @@ WHEN_FULL: Final = ("drop_newest", "drop_oldest")
 FSYNC: Final = ("always", "batch", "off")
 MIN_BUFFER_BYTES: Final = 1 << 20
 MIN_DEAD_LETTER_BYTES: Final = 64 << 10
+MIN_CALL_BYTES: Final = 4096
 
 LogFormat = Literal["auto", "json", "console"]
 BufferKind = Literal["disk", "memory"]
@@ -140,6 +141,8 @@ class SocketIOSettings:
     namespace: str = "/openalgo-forwarder"
     relay_secret: str = field(default="", repr=False)
     ack_timeout_s: int = 5
+    max_call_bytes: int = 262_144
+    """Largest relay call on the wire; a quarter of what a Socket.IO server takes by default."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SocketIOSettings:
@@ -164,6 +167,9 @@ class SocketIOSettings:
             namespace=namespace,
             relay_secret=secret,
             ack_timeout_s=env_int(env, "SOCKETIO_ACK_TIMEOUT_S", cls.ack_timeout_s, minimum=1),
+            max_call_bytes=env_int(
+                env, "SOCKETIO_MAX_CALL_BYTES", cls.max_call_bytes, minimum=MIN_CALL_BYTES
+            ),
         )
 
 
