@@ -99,8 +99,9 @@ class SinkWorker:
             self.counters.dead_lettered += damaged.count
             self._stats.count_damage(1)
             self._dead_letters.record(damaged.frame, damaged.reason, sink=self.sink.name)
-        wants = self.sink.wants
-        wanted = [envelope for envelope in batch.envelopes if wants(envelope)]
+        wanted = batch.envelopes
+        if self.sink.selective:
+            wanted = [envelope for envelope in wanted if self.sink.wants(envelope)]
         if not wanted or self.deliver(wanted):
             self._backlog.done(batch)
 

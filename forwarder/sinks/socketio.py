@@ -50,6 +50,7 @@ class SocketIOSink(Sink):
     """
 
     name = "socketio"
+    selective = True
 
     def __init__(self, settings: SocketIOSettings) -> None:
         self._settings = settings

@@ -38,7 +38,9 @@ class MemoryStore(Store):
 class _MemoryBacklog(Backlog):
     def __init__(self, queue_max: int) -> None:
         self._queue_max = queue_max
-        self._queued: deque[Envelope] = deque()
+        self._queued: deque[Sequence[Envelope]] = deque()
+        """What was offered, a put at a time; `_skip` of the first were taken already."""
+        self._skip = 0
         self._arrived = threading.Condition()
         self._progress = Progress()
         self._closed = False
@@ -48,7 +50,7 @@ class _MemoryBacklog(Backlog):
         with self._arrived:
             kept = envelopes[: max(0, self._queue_max - self._progress.held)]
             if kept:
-                self._queued.extend(kept)
+                self._queued.append(kept)
                 self._progress.added(len(kept), kept[0].ts)
                 self._arrived.notify()
         return len(envelopes) - len(kept)
@@ -58,7 +60,15 @@ class _MemoryBacklog(Backlog):
         with self._arrived:
             if not queued and wait_s > 0 and not self._closed:
                 self._arrived.wait(wait_s)
-            taken = [queued.popleft() for _ in range(min(limit, len(queued)))]
+            taken: list[Envelope] = []
+            while queued and len(taken) < limit:
+                put = queued[0]
+                end = min(len(put), self._skip + limit - len(taken))
+                taken.extend(put[self._skip : end])
+                self._skip = end
+                if end == len(put):
+                    queued.popleft()
+                    self._skip = 0
             first = self._progress.taken + 1
             batch = Batch(taken, first=first, last=first + len(taken) - 1) if taken else Batch()
             self._progress.taken_out(batch)

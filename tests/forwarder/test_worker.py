@@ -260,6 +260,28 @@ class TestThread:
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(9) if n % 3]
         assert worker.depth() == 0
 
+    def test_a_sink_that_takes_everything_is_not_asked_about_each_event(
+        self, make_worker, stores, clock
+    ):
+        """Filtering costs a call per event: only a selective sink pays it."""
+
+        class Counting(MemorySink):
+            asked = 0
+
+            def wants(self, envelope) -> bool:
+                Counting.asked += 1
+                return True
+
+        sink = Counting()
+        worker = make_worker(sink)
+        envelopes = [envelope(n) for n in range(5)]
+        stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
+        worker.start()
+        sink.wait_for(5, timeout=30)
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert (sink.selective, Counting.asked) == (False, 0)
+
 
 @pytest.mark.parametrize("buffer", ["disk"], indirect=True)
 class TestStoredDamage:

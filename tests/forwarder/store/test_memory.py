@@ -47,3 +47,15 @@ class TestMemoryStore:
         store = MemoryStore(["kafka"], 10)
         store.close()
         assert not store.backlog("kafka").take(10, 30)
+
+    def test_takes_span_puts_in_order(self):
+        store = MemoryStore(["kafka"], 100)
+        for start in range(0, 30, 7):
+            put(store, range(start, min(start + 7, 30)))
+        backlog = store.backlog("kafka")
+        taken = []
+        while batch := backlog.take(4, 0):
+            taken += [int(e.id.removeprefix("ev-")) for e in batch.envelopes]
+            assert batch.last - batch.first + 1 == len(batch)
+            backlog.done(batch)
+        assert taken == list(range(30))
