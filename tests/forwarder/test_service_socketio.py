@@ -6,7 +6,6 @@ import contextlib
 import json
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,6 @@ from emitter import EventPublisher, EventPublisherFactory
 from emitter.openalgo import TOPICS, register
 from emitter.publisher import publisher_from_env
 from tests.emitter.test_openalgo import Bus, expected_browser, make_event
-from tests.support.broker import consume
 from tests.support.forwarder import ForwarderProcess, forwarder_env
 from tests.support.proxy import fault_proxy
 from tests.support.socketio_server import BROWSER_EVENTS, browser_client, relay_server
@@ -246,46 +244,3 @@ class TestForwarderToBrowsers:
         connected = process.logs("relay_connected")
         assert connected[-1]["relay_max_bytes"] == 1_000_000
         assert connected[-1]["call_bytes"] == 262_144
-
-    def test_with_kafka_unreachable_for_20_s_the_browser_is_not_delayed(
-        self, tmp_path, forwarders, proxied_broker, topic
-    ):
-        """Each sink has its own queue and retries: Kafka catches up afterwards, in order."""
-        broker, proxy = proxied_broker
-        total, rate = 1500, 60
-        with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
-            browser_client(server.url) as browser,
-        ):
-            process = start(
-                forwarders,
-                tmp_path,
-                server.url,
-                ORDER_EVENT_MODE="SOCKETIO,KAFKA",
-                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-                KAFKA_ORDER_EVENTS_TOPIC=topic,
-                KAFKA_PRODUCER_REQUEST_TIMEOUT_MS="2000",
-            )
-            with publisher_for(process) as publisher, Paced(publisher, 0, total, rate) as paced:
-                paced.wait_until_published(rate * 2)
-                proxy.refuse()
-                outage_from = paced.published
-                time.sleep(20)
-                outage_to = paced.published
-                proxy.heal()
-            received = browser.wait_for(total)
-            arrived = browser.arrived_ns[:total]
-        assert numbers(received) == list(range(total))
-        delays = [arrived[n] / 1e9 - received[n][1]["sent"] for n in range(outage_from, outage_to)]
-        assert len(delays) >= 20 * rate * 0.8
-        assert max(delays) < 1.0, f"browser delayed while Kafka was away: {max(delays):.3f} s"
-        retries = [line for line in process.logs("sink_retry") if line["sink"] == "kafka"]
-        assert retries
-        assert all(line["sink"] != "socketio" for line in process.logs("sink_retry"))
-        records = consume(broker.bootstrap, topic, total, timeout=60)
-        order: dict[bytes, list[int]] = defaultdict(list)
-        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-            n = json.loads(record.value)["data"]["n"]
-            if n not in order[record.key]:
-                order[record.key].append(n)
-        assert order == {b"alice": list(range(total))}
