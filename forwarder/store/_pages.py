@@ -5,8 +5,8 @@ row behind it. This reads each table leaf page on its own (format: sqlite.org/fi
 follows each cell's overflow chain and parses its record, skipping what does not parse: every
 row whose own bytes are intact is found, whatever became of the pages around it.
 
-Pages on the freelist are skipped when the freelist still reads; the store also has SQLite zero
-deleted rows (secure_delete), so what this finds was live when the file was last written.
+Pages on the freelist are skipped when the freelist still reads, and the store has SQLite zero the
+cells of deleted rows (secure_delete=FAST): what this finds was live when the file was written.
 """
 
 from __future__ import annotations

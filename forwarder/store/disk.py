@@ -3,8 +3,9 @@ tail that a sink keeping up takes from without touching the file.
 
 - The receiving thread is the only writer. Each put is one transaction holding the new run, the
   positions the sinks finished since the last one, and the removal of rows that every sink they
-  belong to has finished (a bounded number per transaction, so a sink catching up on a long
-  backlog never makes one write long).
+  belong to has finished (a bounded slice per transaction, by rows and by bytes, so a sink
+  catching up on a long backlog never makes one write long). Checkpoints, which copy the log into
+  the file and flush it, run on a thread and connection of their own.
 - Once committed, the run also joins the tail: the most recent runs, decoded once. A sink whose
   next event is in the tail takes it from there, under a lock held for microseconds.
 - A sink that fell behind the tail (after a restart, or a long outage) reads the file on a
@@ -19,25 +20,22 @@ first; a sink sees them once they are stored.
 
 from __future__ import annotations
 
-import bisect
-import contextlib
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
+from emitter.contract import Envelope
 from forwarder.settings import FsyncMode, WhenFull
 from forwarder.store._file import (
     LAYOUT,
     SCHEMA,
+    Checkpointer,
     Cursor,
     check_layout,
     connect,
-    connect_reader,
     cursors,
     finished_by_all,
     held,
@@ -45,14 +43,14 @@ from forwarder.store._file import (
     transaction,
     unpack,
 )
+from forwarder.store._reader import FileBacklog
 from forwarder.store._salvage import salvage
+from forwarder.store._tail import Run, Tail
 from forwarder.store.base import (
     BUFFER_FULL,
     WRITE_FAILED,
     Backlog,
-    Batch,
     Closed,
-    Damaged,
     Held,
     Progress,
     Store,
@@ -61,15 +59,12 @@ from forwarder.store.base import (
 
 __all__ = ["DiskStore", "Salvage", "discard", "open_disk"]
 
-_TAIL_EVENTS: Final = 20_000
-_TAIL_BYTES: Final = 16 << 20
-"""How much of the newest stored events the tail keeps decoded for sinks that keep up."""
 _RELEASE_ROWS: Final = 1_000
-"""Most rows one transaction looks at to remove: a long backlog is released a slice at a time."""
+_RELEASE_BYTES: Final = 8 << 20
+"""Most rows, and bytes, one transaction removes: a long backlog is released a slice at a time."""
 _PROGRESS_EVERY_S: Final = 0.1
 """Longest a sink's progress waits to be written when no put carries it; a crash in between
 has those events delivered again."""
-_CHECKPOINT_EVERY_S: Final = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,74 +162,6 @@ def _create(db: sqlite3.Connection) -> None:
 
 
 @dataclass(slots=True)
-class _Run:
-    """Events stored together, decoded, at positions first..last."""
-
-    first: int
-    last: int
-    size: int
-    envelopes: Sequence[Envelope]
-
-
-class _Tail:
-    """The newest stored runs, decoded, and where the store stands; guarded by `lock`.
-
-    Everything in it is also in the file. Its runs are contiguous and belong to every
-    configured sink (runs stored by this process carry all of them).
-    """
-
-    def __init__(self, last: int) -> None:
-        self.lock = threading.Condition()
-        self.runs: list[_Run] = []
-        self.lasts: list[int] = []
-        self.start = 0
-        self.events = 0
-        self.bytes = 0
-        self.last = last
-        """The last position stored (committed)."""
-        self.front = 0
-        """Positions before this one were deleted to make room (FORWARDER_WHEN_FULL)."""
-        self.closed = False
-
-    def append(self, run: _Run) -> None:
-        self.runs.append(run)
-        self.lasts.append(run.last)
-        self.events += len(run.envelopes)
-        self.bytes += run.size
-        self.last = run.last
-        while (self.events > _TAIL_EVENTS or self.bytes > _TAIL_BYTES) and self._held() > 1:
-            self._pop()
-
-    def after(self, position: int) -> int:
-        """Index of the first run holding a position after `position` (len(runs) if none)."""
-        return bisect.bisect_right(self.lasts, position, self.start)
-
-    def drop_through(self, position: int) -> None:
-        """Forget positions up to `position`, deleted from the file to make room."""
-        self.front = max(self.front, position + 1)
-        while self._held() and self.runs[self.start].last <= position:
-            self._pop()
-        if self._held() and self.runs[self.start].first <= position:
-            run = self.runs[self.start]
-            cut = position + 1 - run.first
-            self.events -= cut
-            self.runs[self.start] = _Run(position + 1, run.last, run.size, run.envelopes[cut:])
-
-    def _held(self) -> int:
-        return len(self.runs) - self.start
-
-    def _pop(self) -> None:
-        run = self.runs[self.start]
-        self.events -= len(run.envelopes)
-        self.bytes -= run.size
-        self.start += 1
-        if self.start > 1024 and self.start * 2 > len(self.runs):
-            del self.runs[: self.start]
-            del self.lasts[: self.start]
-            self.start = 0
-
-
-@dataclass(slots=True)
 class _Kept:
     """What the file holds for a sink no longer configured."""
 
@@ -294,22 +221,22 @@ class DiskStore(Store):
             db.execute(f"DELETE FROM runs WHERE {condition}", parameters)  # noqa: S608 - no input
         self._mask = sum(self._known[name].bit for name in sinks)
         self._bytes: int = db.execute("SELECT COALESCE(SUM(size), 0) FROM runs").fetchone()[0]
-        self._tail = _Tail(self._last)
-        self._readers: dict[str, _DiskBacklog] = {}
+        self._tail = Tail(self._last)
+        self._readers: dict[str, FileBacklog] = {}
         self._held: dict[str, _Kept] = {}
         for name, cursor in self._known.items():
             count, oldest = held(db, cursor)
             oldest_ns = None if oldest is None else int(oldest * 1e9)
             if name in sinks:
                 progress = Progress(cursor.acked, count, oldest_ns)
-                self._readers[name] = _DiskBacklog(self._tail, path, cursor.bit, progress)
+                self._readers[name] = FileBacklog(self._tail, path, cursor.bit, progress)
             elif count:
                 self._held[name] = _Kept(count, oldest_ns)
         self._pending: dict[str, tuple[int, int]] = {}
         self._waiting_frames: list[bytes] = []
         self._waiting_envelopes: list[Envelope] = []
         self._saved_at = time.monotonic()
-        self._checkpointer = _Checkpointer(path, synchronous=self.synchronous)
+        self._checkpointer = Checkpointer(path, synchronous=self.synchronous)
 
     @property
     def synchronous(self) -> int:
@@ -341,7 +268,7 @@ class DiskStore(Store):
             return Stored()
         try:
             with transaction(self._db) as db:
-                saved = self._save_progress(db, _RELEASE_ROWS)
+                saved = self._save_progress(db, bounded=True)
         except sqlite3.Error as exc:
             return Stored(error=str(exc))
         self._saved(saved)
@@ -359,7 +286,7 @@ class DiskStore(Store):
             self._waiting_frames, self._waiting_envelopes = [], []
         try:
             with transaction(self._db) as db:
-                saved = self._save_progress(db, None)
+                saved = self._save_progress(db, bounded=False)
             self._saved(saved)
         except sqlite3.Error:
             pass  # what the sinks finished since the last write is sent again: never lost
@@ -377,11 +304,12 @@ class DiskStore(Store):
         now = self._clock()
         try:
             with transaction(self._db) as db:
-                saved = self._save_progress(db, _RELEASE_ROWS)
+                saved = self._save_progress(db, bounded=True)
                 size_now = self._bytes - saved.freed
                 start, end, size = self._fit(frames, size_now)
                 if end - start < len(frames) and saved.pending:
-                    saved = self._save_progress(db, None)  # first make room from what is done
+                    # Rows every sink is done with go first, before a single event is refused.
+                    saved = self._save_progress(db, bounded=False)
                     size_now = self._bytes - saved.freed
                     start, end, size = self._fit(frames, size_now)
                 deleted: list[tuple[int, int, int]] = []
@@ -417,7 +345,7 @@ class DiskStore(Store):
                     dropped[name] = dropped.get(name, 0) + count
             if end > start:
                 kept = envelopes[start:end]
-                run = _Run(self._last + 1, self._last + len(kept), size, kept)
+                run = Run(self._last + 1, self._last + len(kept), size, kept)
                 self._last = run.last
                 self._tail.append(run)
                 for reader in self._readers.values():
@@ -514,9 +442,9 @@ class DiskStore(Store):
             for name, reader in self._readers.items()
         )
 
-    def _save_progress(self, db: sqlite3.Connection, budget: int | None) -> _Saved:
-        """Record what the sinks finished and remove rows all their sinks are done with, looking
-        at `budget` rows at most (None: all). Call inside a transaction."""
+    def _save_progress(self, db: sqlite3.Connection, *, bounded: bool) -> _Saved:
+        """Record what the sinks finished and remove rows all their sinks are done with, a slice
+        at a time when `bounded`. Call inside a transaction."""
         known = dict(self._known)
         pending = dict(self._pending)
         acked = {}
@@ -531,15 +459,7 @@ class DiskStore(Store):
         condition, parameters = finished_by_all(known)
         freed = 0
         for name, (start, end) in list(pending.items()):
-            upto = end
-            if budget is not None:
-                row = db.execute(
-                    "SELECT last_seq FROM runs WHERE last_seq > ? ORDER BY last_seq"
-                    " LIMIT 1 OFFSET ?",
-                    (start, budget - 1),
-                ).fetchone()
-                if row is not None and row[0] < end:
-                    upto = row[0]
+            upto = _slice_end(db, start, end) if bounded else end
             where = f"last_seq > ? AND last_seq <= ? AND {condition}"
             arguments = (start, upto, *parameters)
             freed += db.execute(
@@ -562,26 +482,19 @@ class DiskStore(Store):
         self._bytes -= saved.freed
 
 
-class _Checkpointer:
-    """Copies the write-ahead log into the file every half second on a connection and thread of
-    its own: the flush that comes with it never delays a put, nor a sink waiting for one."""
-
-    def __init__(self, path: Path, *, synchronous: int) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="buffer-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(_CHECKPOINT_EVERY_S):
-            with contextlib.suppress(sqlite3.Error):  # busy or failing now: next time
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._db.close()
+def _slice_end(db: sqlite3.Connection, start: int, end: int) -> int:
+    """Where to stop removing rows after `start` (up to `end`) to stay within one slice."""
+    rows = db.execute(
+        "SELECT last_seq, size FROM runs WHERE last_seq > ? AND last_seq <= ? ORDER BY last_seq"
+        " LIMIT ?",
+        (start, end, _RELEASE_ROWS),
+    ).fetchall()
+    total = 0
+    for index, (_, size) in enumerate(rows):
+        total += size
+        if total > _RELEASE_BYTES and index:
+            return int(rows[index - 1][0])
+    return end if len(rows) < _RELEASE_ROWS else int(rows[-1][0])
 
 
 def _after(deleted: list[tuple[int, int, int]], bit: int, position: int) -> int:
@@ -589,128 +502,3 @@ def _after(deleted: list[tuple[int, int, int]], bit: int, position: int) -> int:
     return sum(
         max(0, last - max(first - 1, position)) for first, last, sinks in deleted if sinks & bit
     )
-
-
-class _DiskBacklog(Backlog):
-    """One sink's reader: from the tail while it keeps up, from the file on its own connection
-    once it fell behind."""
-
-    def __init__(self, tail: _Tail, path: Path, bit: int, progress: Progress) -> None:
-        self._tail = tail
-        self._path = path
-        self.bit = bit
-        self.progress = progress
-        self._db: sqlite3.Connection | None = None
-        self._db_lock = threading.Lock()
-        self._closed = False
-        self.file_reads = 0
-        """Reads of the file: none while the sink keeps up with what is stored."""
-
-    def take(self, limit: int, wait_s: float) -> Batch:
-        tail = self._tail
-        deadline = time.monotonic() + wait_s
-        while True:
-            with tail.lock:
-                while True:
-                    if tail.closed:
-                        return Batch()
-                    batch = self._from_tail(limit)
-                    if batch is None:
-                        break
-                    remaining = deadline - time.monotonic()
-                    if batch or remaining <= 0:
-                        self.progress.taken_out(batch)
-                        return batch
-                    tail.lock.wait(remaining)
-                stored_up_to, after = tail.last, self.progress.taken
-            batch = self._from_file(after, limit)
-            with tail.lock:
-                if tail.closed:
-                    return Batch()
-                if self.progress.taken != after:
-                    continue  # positions were deleted to make room while reading: read again
-                if batch:
-                    self.progress.taken_out(batch)
-                    return batch
-                # Nothing of this sink's up to what was stored when the read began.
-                self.progress.taken = max(after, stored_up_to)
-
-    def _from_tail(self, limit: int) -> Batch | None:
-        """The next events from the tail; None when some come before it (read the file)."""
-        tail = self._tail
-        taken = self.progress.taken
-        index = tail.after(taken)
-        if index == len(tail.runs):
-            return Batch() if taken >= tail.last else None
-        if tail.runs[index].first > taken + 1:
-            return None
-        batch = Batch(first=taken + 1, last=taken)
-        envelopes = batch.envelopes
-        for run in tail.runs[index:]:
-            offset = batch.last + 1 - run.first
-            chunk = run.envelopes[offset : offset + limit - len(envelopes)]
-            envelopes.extend(chunk)
-            batch.last += len(chunk)
-            if len(envelopes) >= limit:
-                break
-        return batch
-
-    def _from_file(self, after: int, limit: int) -> Batch:
-        """The next events after position `after` in the file, decoded; on this reader's own
-        connection, so neither the writer nor another sink waits for it."""
-        batch = Batch(first=after + 1, last=after)
-        with self._db_lock:
-            if self._closed:
-                return batch
-            if self._db is None:
-                self._db = connect_reader(self._path)
-            self.file_reads += 1
-            rows = self._db.execute(
-                "SELECT last_seq, count, size, frames FROM runs"
-                " WHERE last_seq > ? AND sinks & ? ORDER BY last_seq",
-                (after, self.bit),
-            )
-            try:
-                for last_seq, count, size, blob in rows:
-                    first = last_seq - count + 1
-                    skip = max(0, batch.last + 1 - first)
-                    taking = min(count - skip, limit - len(batch))
-                    _decode(blob, count, size, skip=skip, taking=taking, into=batch)
-                    batch.last = first + skip + taking - 1
-                    if len(batch) >= limit:
-                        break
-            finally:
-                rows.close()
-        return batch
-
-    def done(self, batch: Batch) -> None:
-        with self._tail.lock:
-            self.progress.finish(batch)
-
-    def depth(self) -> int:
-        return self.progress.held
-
-    def oldest_age_s(self) -> float | None:
-        with self._tail.lock:
-            return self.progress.oldest_age_s()
-
-    def close(self) -> None:
-        with self._db_lock:
-            self._closed = True
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-
-def _decode(blob: bytes, count: int, size: int, *, skip: int, taking: int, into: Batch) -> None:
-    """Frames skip..skip+taking of a stored run into `into`: envelopes, or damage to report."""
-    try:
-        frames = unpack(blob, count, size)
-    except ValueError as exc:
-        into.damaged.append(Damaged(bytes(blob), f"unreadable in the buffer: {exc}", taking))
-        return
-    for frame in frames[skip : skip + taking]:
-        try:
-            into.envelopes.append(decode_envelope(frame))
-        except InvalidEnvelope as exc:
-            into.damaged.append(Damaged(frame, f"unreadable in the buffer: {exc.reason}"))

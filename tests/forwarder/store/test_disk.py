@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from emitter.contract import encode_envelope
@@ -97,6 +98,22 @@ class TestDiskStore:
         store.close()
         assert rows(path) == 1
         assert drain(open_store(opened, path, sinks=("a", "b")).backlog("b")) == [3, 4, 5]
+
+    def test_a_long_backlog_is_released_a_slice_per_write(self, opened, path):
+        """Removing what a sink finished never makes one write long: 8 MiB at most each time."""
+        store = open_store(opened, path, max_bytes=1 << 30)
+        for start in range(0, 6_000, 100):
+            big = [
+                msgspec.structs.replace(envelope(n), data={"pad": "x" * 2000})
+                for n in range(start, start + 100)
+            ]
+            store.put([encode_envelope(e) for e in big], big)
+        drain(store.backlog("kafka"), 5_000)
+        put(store, range(6_000, 6_001))
+        left = rows(path)
+        assert 2 < left < 61, "released all at once, or nothing"
+        put(store, range(6_001, 6_002))
+        assert rows(path) < left
 
     def test_a_sink_that_keeps_up_never_reads_the_file(self, opened, path):
         """Events just stored are handed out from memory, decoded once."""
