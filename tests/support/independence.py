@@ -89,6 +89,7 @@ def _stretch(name: str, seconds: float) -> tuple[str, int, int]:
 def _rig(
     run_dir: Path, **settings: str
 ) -> Iterator[tuple[ForwarderProcess, BrowserClient, dict[str, FaultProxy]]]:
+    run_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         port = free_port()
         kafka_proxy = stack.enter_context(fault_proxy(port))
