@@ -1,22 +1,27 @@
-"""What the disk buffer costs: events per second through the forwarder, buffered and not.
+"""What the disk buffer costs: events per second through the forwarder, buffered and not, beside
+the same figures for the store as it was before forwarder/store/, measured in the same run.
 
-Run:  .venv/bin/python -m bench.buffer_throughput            (about half a minute)
+Run:  .venv/bin/python -m bench.buffer_throughput            (about a minute and a half)
       .venv/bin/python -m bench.buffer_throughput --quick    (a smoke run of a few seconds)
 
-The real pipeline (ZeroMQ PULL, decode, store, batcher, worker) runs in this process with a sink
-that acknowledges at once and keeps nothing, so the sink costs nothing and the figure is the
+The real pipeline (ZeroMQ PULL, decode, store, batcher, worker) runs in a fresh process with a
+sink that acknowledges at once and keeps nothing, so the sink costs nothing and the figure is the
 forwarder's own ceiling. A second process pushes pre-encoded events as fast as ZeroMQ takes them.
-Each configuration runs five times, interleaved; the table shows the median.
+The earlier store runs from `git archive BASELINE` of this checkout (a clone without that commit
+shows the current store alone). Each configuration runs five times, the two stores interleaved;
+the table shows the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -50,6 +55,13 @@ for frame in frames:
 push.close()
 context.term()
 """
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "95a187c"
+"""The last commit with the store of forwarder/backlog.py and forwarder/buffer.py."""
+ONE_RUN = "import json, sys; from bench.buffer_throughput import run_once; " + (
+    "print(run_once(int(sys.argv[1]), json.loads(sys.argv[2])))"
+)
 
 CONFIGURATIONS = {
     "memory (no buffer)": {"buffer": "memory"},
@@ -101,6 +113,34 @@ def run_once(count: int, overrides: dict[str, str]) -> float:
         return count / elapsed
 
 
+def in_process(tree: Path, count: int, overrides: dict[str, str]) -> float:
+    """One run of `run_once` in a fresh interpreter, importing the forwarder from `tree`."""
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_RUN, str(count), json.dumps(overrides)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def baseline_tree(into: Path) -> Path | None:
+    """The earlier store's code, unpacked from git; None when this checkout lacks the commit."""
+    archive = subprocess.run(
+        ["git", "archive", BASELINE, "bench", "emitter", "forwarder"],  # noqa: S607 - git on PATH
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
 def main() -> None:
     logs.configure(logging.WARNING, "console", stream=sys.stderr)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,19 +148,37 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     count, rounds = (20_000, 1) if args.quick else (300_000, 5)
-    results: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
-    for _ in range(rounds):
-        for name, overrides in CONFIGURATIONS.items():
-            results[name].append(run_once(count, overrides))
-    baseline = statistics.median(results["memory (no buffer)"])
-    print(f"{count:,} events per run, median of {rounds} run(s), sink acknowledging at once\n")
-    print(f"| {'configuration':<38} | {'events/s':>9} | {'vs memory':>9} |")
-    print(f"|{'-' * 40}|{'-' * 11}|{'-' * 11}|")
-    for name, rates in results.items():
-        rate = statistics.median(rates)
-        print(f"| {name:<38} | {rate:>9,.0f} | {rate / baseline:>8.2f}x |")
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"now": ROOT, "before": baseline_tree(Path(tmp))}
+        results: dict[str, dict[str, list[float]]] = {
+            store: {name: [] for name in CONFIGURATIONS} for store, tree in trees.items() if tree
+        }
+        for _ in range(rounds):
+            for name, overrides in CONFIGURATIONS.items():
+                for store, runs in results.items():
+                    tree = trees[store]
+                    assert tree is not None
+                    runs[name].append(in_process(tree, count, overrides))
+    medians = {
+        store: {name: statistics.median(rates) for name, rates in runs.items()}
+        for store, runs in results.items()
+    }
+    now = medians["now"]
+    before = medians.get("before")
+    baseline = now["memory (no buffer)"]
+    print(f"{count:,} events per run, median of {rounds} run(s), sink acknowledging at once")
+    if before is None:
+        print(f"(commit {BASELINE} is not in this checkout: the earlier store is not measured)")
+    print(
+        f"\n| {'configuration':<38} | {'before':>9} | {'now':>9} | {'now/before':>10} | "
+        f"{'vs memory':>9} |"
+    )
+    print(f"|{'-' * 40}|{'-' * 11}|{'-' * 11}|{'-' * 12}|{'-' * 11}|")
+    for name, rate in now.items():
+        old = "" if before is None else f"{before[name]:,.0f}"
+        ratio = "" if before is None else f"{rate / before[name]:.2f}x"
+        print(f"| {name:<38} | {old:>9} | {rate:>9,.0f} | {ratio:>10} | {rate / baseline:>8.2f}x |")
     if args.json is not None:
-        medians = {name: statistics.median(rates) for name, rates in results.items()}
         args.json.write_text(json.dumps(medians, indent=2))
 
 

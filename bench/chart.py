@@ -43,7 +43,7 @@ def throughput_panel(axes: Any, end_to_end: dict[str, Any], buffer: dict[str, An
             for client, pair in end_to_end["throughput"].items()
             for kind, rate in pair.items()
         },
-        **{f"forwarder alone:\n{name}": rate for name, rate in buffer.items()},
+        **{f"forwarder alone:\n{name}": rate for name, rate in buffer["now"].items()},
     }
     axes.barh(list(bars), list(bars.values()))
     axes.set_xlabel("events per second")
@@ -62,6 +62,19 @@ def latency_panel(axes: Any, end_to_end: dict[str, Any]) -> None:
     axes.legend()
 
 
+def independence_panel(axes: Any, independence: dict[str, dict[str, float]]) -> None:
+    stretches = ["healthy", "blackhole", "refuse", "slow"]
+    width = 0.8 / len(stretches)
+    for offset, stretch in enumerate(stretches):
+        positions = [n + offset * width for n in range(len(independence))]
+        values = [p99s[stretch] for p99s in independence.values()]
+        axes.bar(positions, values, width, label=f"other sink {stretch}" if offset else stretch)
+    axes.set_xticks([n + 0.3 for n in range(len(independence))], list(independence))
+    axes.set_ylabel("p99 milliseconds at 200 events/s")
+    axes.set_title("Each sink while the other is dark")
+    axes.legend(fontsize=7)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("directory", type=Path)
@@ -69,10 +82,12 @@ def main() -> None:
     publish = json.loads((args.directory / "publish.json").read_text())
     end_to_end = json.loads((args.directory / "end_to_end.json").read_text())
     buffer = json.loads((args.directory / "buffer.json").read_text())
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 8))
+    independence = json.loads((args.directory / "independence.json").read_text())
+    figure, (left, middle, right, last) = plt.subplots(1, 4, figsize=(24, 8))
     publish_panel(left, publish)
     throughput_panel(middle, end_to_end, buffer)
     latency_panel(right, end_to_end)
+    independence_panel(last, independence)
     figure.tight_layout()
     out = args.directory / "bench.png"
     figure.savefig(out, dpi=110)

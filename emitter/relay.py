@@ -12,6 +12,10 @@ counted and logged, never raised: one bad item must not take the app's server do
 
 A batch whose acknowledgement was lost is sent again by the forwarder, so browsers can see
 the same event twice, with the same payload (event ids are not part of browser payloads).
+
+Size: the server refuses, and drops the connection of, any message over its
+`max_http_buffer_size` (1,000,000 bytes by default). Once connected, the forwarder asks
+(`relay_limits`) and keeps each call under it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from emitter.direct_emits import original_emit
 __all__ = [
     "BATCH_EVENT",
     "DEFAULT_NAMESPACE",
+    "LIMITS_EVENT",
     "MIN_SECRET_LENGTH",
     "REFUSED_MESSAGE",
     "RESERVED_EVENTS",
@@ -37,6 +42,8 @@ __all__ = [
 DEFAULT_NAMESPACE: Final = "/openalgo-forwarder"
 BATCH_EVENT: Final = "relay_batch"
 """Carries a list of `[event_name, payload, user_id]` items; answered with the emitted count."""
+LIMITS_EVENT: Final = "relay_limits"
+"""Answered with `{"max_bytes": n}`: the largest message the server accepts (None if unknown)."""
 REFUSED_MESSAGE: Final = "relay secret refused"
 """What a refused client is told, so it can tell a wrong secret from an unreachable server."""
 MIN_SECRET_LENGTH: Final = 16
@@ -54,9 +61,10 @@ class _Relay:
     """The checks and the re-emitting, shared by the two server flavours' thin handlers."""
 
     def __init__(
-        self, emit: Emit, secret: str, browser_namespace: str, per_user_rooms: bool
+        self, server: Any, secret: str, browser_namespace: str, per_user_rooms: bool
     ) -> None:
-        self._emit = emit
+        self._server = server
+        self._emit: Emit = original_emit(server)
         self._secret = secret.encode("utf-8", "surrogatepass")
         self._browser_namespace = browser_namespace
         self._per_user_rooms = per_user_rooms
@@ -72,6 +80,12 @@ class _Relay:
         reason = "no secret presented" if presented is None else "wrong secret"
         logger.warning("relay connection refused (%s): client %s from %s", reason, sid, remote)
         raise socketio.exceptions.ConnectionRefusedError(REFUSED_MESSAGE)
+
+    def limits(self) -> dict[str, int | None]:
+        """The server's own limit on one message, read when asked: it may be set after install."""
+        server = getattr(self._server, "server", None) or self._server  # Flask-SocketIO wraps one
+        size = getattr(getattr(server, "eio", None), "max_http_buffer_size", None)
+        return {"max_bytes": size if isinstance(size, int) and size > 0 else None}
 
     def relay(self, args: tuple[Any, ...]) -> int:
         """Emit a batch's items in order; answer how many went out."""
@@ -122,7 +136,7 @@ def install_relay(
         raise ValueError(f"the relay secret must be at least {MIN_SECRET_LENGTH} characters")
     if namespace == browser_namespace:
         raise ValueError(f"the relay namespace {namespace!r} must differ from the browsers'")
-    relay = _Relay(original_emit(socketio_server), secret, browser_namespace, per_user_rooms)
+    relay = _Relay(socketio_server, secret, browser_namespace, per_user_rooms)
     if hasattr(socketio_server, "on_event"):
         _install_flask(socketio_server, relay, namespace)
     else:
@@ -140,8 +154,12 @@ def _install_flask(socketio_ext: Any, relay: _Relay, namespace: str) -> None:
     def on_batch(*args: Any) -> int:
         return relay.relay(args)
 
+    def on_limits(*args: Any) -> dict[str, int | None]:
+        return relay.limits()
+
     socketio_ext.on_event("connect", on_connect, namespace=namespace)
     socketio_ext.on_event(BATCH_EVENT, on_batch, namespace=namespace)
+    socketio_ext.on_event(LIMITS_EVENT, on_limits, namespace=namespace)
 
 
 def _install_plain(server: Any, relay: _Relay, namespace: str) -> None:
@@ -153,5 +171,9 @@ def _install_plain(server: Any, relay: _Relay, namespace: str) -> None:
     def on_batch(sid: str, *args: Any) -> int:
         return relay.relay(args)
 
+    def on_limits(sid: str, *args: Any) -> dict[str, int | None]:
+        return relay.limits()
+
     server.on("connect", on_connect, namespace=namespace)
     server.on(BATCH_EVENT, on_batch, namespace=namespace)
+    server.on(LIMITS_EVENT, on_limits, namespace=namespace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from forwarder.backlog import Backlog, Batch
+from forwarder.store import Backlog, Batch
 
 __all__ = ["Batcher"]
 

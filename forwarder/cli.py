@@ -15,8 +15,8 @@ from typing import TextIO, cast
 
 from emitter.config import ConfigError, curve_client_keys
 from emitter.settings import EmitterSettings
-from forwarder import buffer, logs
-from forwarder.backlog import BUFFER_FILE
+from forwarder import logs
+from forwarder.backlog_commands import add_backlog_arguments, run_backlog
 from forwarder.control import ControlError, control_path, query, render_stats
 from forwarder.curve import keygen
 from forwarder.deadletter import DeadLetters
@@ -31,11 +31,20 @@ from forwarder.settings import Settings
 from forwarder.sinks import build_sinks
 from forwarder.source import Source
 from forwarder.stats import Stats
+from forwarder.store import BUFFER_FILE
+from forwarder.store.inspect import describe
 
 __all__ = ["main"]
 
 PROG = "openalgo-forwarder"
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+_ACTIONS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "dead-letters": run_dead_letters,
+    "backlog": run_backlog,
+}
+"""Commands with actions of their own, given the parsed arguments and the settings."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,8 +74,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = Settings.from_env(env)
     if args.command == "stats":
         return _print_stats(control_path(settings.endpoint, settings.state_dir), as_json=args.json)
-    if args.command == "dead-letters":
-        return run_dead_letters(args, settings)
+    if args.command in _ACTIONS:
+        return _ACTIONS[args.command](args, settings)
     if args.command == "check":
         return _check(settings, env, path, env_file)
     return _run(settings)
@@ -118,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_dead_letter_arguments(letters)
     letters.set_defaults(command="dead-letters")
+    backlog = add_command(
+        "backlog", help="drop what the disk buffer keeps for a sink taken out of ORDER_EVENT_MODE"
+    )
+    add_backlog_arguments(backlog)
+    backlog.set_defaults(command="backlog")
     return parser
 
 
@@ -266,7 +280,8 @@ def _emitter_keys(settings: Settings, env: Mapping[str, str]) -> str:
 def _describe_buffer(settings: Settings) -> str:
     if settings.buffer == "memory":
         return f"in memory, {settings.queue_max:,} events per sink, lost if the forwarder stops"
-    detail = buffer.describe(settings.state_dir / BUFFER_FILE, settings.buffer_max_bytes)
+    configured = [mode.lower() for mode in settings.modes]
+    detail = describe(settings.state_dir / BUFFER_FILE, settings.buffer_max_bytes, configured)
     return f"{detail}; when full {settings.when_full}, fsync {settings.fsync}"
 
 
@@ -319,7 +334,8 @@ def _describe(settings: Settings) -> str:
         socketio = settings.socketio
         parts.append(
             f"socketio {socketio.url} namespace {socketio.namespace} "
-            f"relay secret {_set(socketio.relay_secret)}"
+            f"relay secret {_set(socketio.relay_secret)} "
+            f"calls up to {socketio.max_call_bytes:,} bytes"
         )
     return "; ".join(parts)
 

@@ -214,6 +214,8 @@ def format_duration(seconds: float) -> str:
 
 
 def _state(sink: Mapping[str, Any]) -> str:
+    if not sink.get("configured", True):
+        return "not in ORDER_EVENT_MODE: kept until it is again"
     since = sink.get("retrying_since_s")
     if since is None:
         return "delivering"

@@ -109,7 +109,9 @@ class Readiness:
         ready = True
         for name, sink in snapshot["sinks"].items():
             since = sink.get("retrying_since_s")
-            if since is None:
+            if not sink.get("configured", True):
+                reasons[name] = f"not in ORDER_EVENT_MODE, {sink['queued']} events kept"
+            elif since is None:
                 reasons[name] = "delivering"
             elif since < self.retry_budget_s:
                 reasons[name] = f"retrying for {since:.1f} s, within {self.retry_budget_s:g} s"

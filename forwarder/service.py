@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -11,7 +12,6 @@ from typing import Any, Final
 import structlog
 
 from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
-from forwarder.backlog import Store, open_store
 from forwarder.control import ControlServer, control_path
 from forwarder.deadletter import DeadLetters, frame_event_id
 from forwarder.errors import ConfigError, ForwarderError, StartupError
@@ -22,15 +22,17 @@ from forwarder.retry import Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.source import MAX_FRAMES, Source
+from forwarder.state_lock import StateLock
 from forwarder.stats import Stats
+from forwarder.store import Closed, DiskStore, Salvage, Store, Stored, open_store
 from forwarder.worker import SinkWorker
 
 __all__ = ["Forwarder"]
 
 _POLL_MS: Final = 200
+"""Longest wait for a frame before the loop looks at the stop flag, the timers and the store."""
 _STATUS_S: Final = 5.0
 """How often STATUS= is refreshed when systemd runs no watchdog."""
-"""Longest wait for a frame before the loop looks at the stop flag and the stats timer."""
 
 log = structlog.get_logger("forwarder.service")
 
@@ -55,7 +57,9 @@ class Forwarder:
         self._notifier = notifier or Notifier(None)
         self._dead_letters = DeadLetters.from_settings(settings, self.stats)
         self._latency = BatchLatency()
+        self._state_lock = StateLock(settings.state_dir)
         self._store: Store | None = None
+        self._drops = _Drops()
         self._workers: list[SinkWorker] = []
         self._control = ControlServer(
             control_path(settings.endpoint, settings.state_dir), self.stats.snapshot
@@ -80,6 +84,7 @@ class Forwarder:
         is raised as one StartupError (a ConfigError stays one), so the command prints one line.
         """
         started = False
+        closed = Closed()
         try:
             self._start()
             started = True
@@ -92,6 +97,7 @@ class Forwarder:
                 buffer=self._settings.buffer,
                 held={worker.sink.name: worker.depth() for worker in self._workers},
                 pid=os.getpid(),
+                **self._durability(),
             )
             self._receive_until_stopped()
             self._notifier.stopping()
@@ -102,17 +108,30 @@ class Forwarder:
                 self._drain_workers()
             self._close_sinks()
             if self._store is not None:
-                self._store.close()
+                closed = self._store.close()
+                self._not_stored(closed)
+            if started:
+                log.info(
+                    "forwarder_stopped",
+                    undelivered={worker.sink.name: worker.depth() for worker in self._workers},
+                    not_stored=dict(closed.not_stored),
+                    **self.stats.snapshot(),
+                )
             self._control.close()
             if self._metrics is not None:
                 self._metrics.close()
             self._notifier.close()
+            self._state_lock.release()
 
     def _start(self) -> None:
         try:
             self._dead_letters.prepare()
-            self._store = open_store(self._settings, self._sinks, self.stats, self._dead_letters)
+            self._state_lock.acquire()
+            self._store, salvage = open_store(self._settings, [sink.name for sink in self._sinks])
+            if salvage is not None:
+                self._salvaged(salvage)
             self._workers = [self._worker(sink, self._store) for sink in self._sinks]
+            self._count_unconfigured(self._store)
             self._source.bind()
             self._control.start()
             if self._metrics is not None:
@@ -140,6 +159,40 @@ class Forwarder:
             latency=self._latency,
         )
 
+    def _salvaged(self, salvage: Salvage) -> None:
+        self.stats.count_damage(1)
+        log.error(
+            "buffer_damaged",
+            moved_to=str(salvage.aside),
+            reason=salvage.reason,
+            salvaged=salvage.salvaged,
+            lost=salvage.lost,
+        )
+
+    def _count_unconfigured(self, store: Store) -> None:
+        """A sink taken out of ORDER_EVENT_MODE keeps its events: counted, and said once."""
+        held = store.held()
+        for name in held:
+            self.stats.add_sink(
+                name,
+                functools.partial(_held_count, store, name),
+                functools.partial(_held_age_s, store, name),
+                configured=False,
+            )
+        if held:
+            log.warning(
+                "backlog_held",
+                sinks={name: kept.count for name, kept in held.items()},
+                reason="not in ORDER_EVENT_MODE: delivered first, in order, once it is again",
+                discard=[f"openalgo-forwarder backlog discard {name}" for name in held],
+            )
+
+    def _durability(self) -> dict[str, object]:
+        """The disk buffer's durability as its live connection has it, for the start line."""
+        if not isinstance(self._store, DiskStore):
+            return {}
+        return {"fsync": self._settings.fsync, "synchronous": self._store.synchronous}
+
     def _receive_until_stopped(self) -> None:
         interval = self._settings.stats_interval_s
         next_stats = self._clock.monotonic() + interval
@@ -147,6 +200,8 @@ class Forwarder:
         while not self._stop.is_set():
             self._dispatch(self._source.receive(_POLL_MS))
             self._count_connection_events()
+            if self._store is not None:
+                self._account(self._store.maintain())
             now = self._clock.monotonic()
             self.stats.loop_at = time.monotonic()
             if now >= next_ping:
@@ -218,8 +273,24 @@ class Forwarder:
                 self._dead_letters.record(frame, exc.reason, event_id=frame_event_id(frame))
                 continue
             valid.append(frame)
-        if self._store is not None:
-            self._store.put(valid, envelopes)
+        if self._store is not None and valid:
+            self._account(self._store.put(valid, envelopes))
+
+    def _account(self, stored: Stored) -> None:
+        """Count and report what the store dropped or could not write."""
+        for name, count in stored.dropped.items():
+            counters = self.stats.sinks[name]
+            counters.dropped += count
+            self._drops.report(name, stored.reason or "dropped", counters.dropped)
+        if stored.error is not None:
+            self._drops.write_failed(stored.error, stored.waiting)
+
+    def _not_stored(self, closed: Closed) -> None:
+        """Events the disk never took, lost as the forwarder stops: counted, and said per sink."""
+        for name, count in closed.not_stored.items():
+            self.stats.sinks[name].dropped += count
+        if closed.not_stored:
+            log.error("events_not_stored", sinks=dict(closed.not_stored))
 
     def _drain_workers(self) -> None:
         deadline = self._clock.monotonic() + self._settings.shutdown_timeout_s
@@ -227,11 +298,6 @@ class Forwarder:
             worker.drain(deadline)
         for worker in self._workers:
             worker.join(deadline - self._clock.monotonic())
-        log.info(
-            "forwarder_stopped",
-            undelivered={worker.sink.name: worker.depth() for worker in self._workers},
-            **self.stats.snapshot(),
-        )
 
     def _close_sinks(self) -> None:
         for sink in self._sinks:
@@ -239,3 +305,34 @@ class Forwarder:
                 sink.close()
             except Exception:
                 log.exception("sink_close_failed", sink=sink.name)
+
+
+def _held_count(store: Store, sink: str) -> int:
+    kept = store.held().get(sink)
+    return 0 if kept is None else kept.count
+
+
+def _held_age_s(store: Store, sink: str) -> float | None:
+    kept = store.held().get(sink)
+    if kept is None or kept.oldest_ns is None or kept.count <= 0:
+        return None
+    return max(0.0, (time.time_ns() - kept.oldest_ns) / 1e9)
+
+
+class _Drops:
+    """Says what was dropped and why, per sink, at most once per throttle interval each."""
+
+    def __init__(self) -> None:
+        self._throttles: dict[tuple[str, str], Throttle] = {}
+        self._write_throttle = Throttle()
+
+    def report(self, sink: str, reason: str, dropped: int) -> None:
+        throttle = self._throttles.setdefault((sink, reason), Throttle())
+        if (held := throttle.ready()) is not None:
+            log.warning("event_dropped", sink=sink, reason=reason, dropped=dropped, suppressed=held)
+
+    def write_failed(self, error: str, waiting: int) -> None:
+        if (held := self._write_throttle.ready()) is not None:
+            log.error(
+                "buffer_write_failed", error=error, waiting_in_memory=waiting, suppressed=held
+            )

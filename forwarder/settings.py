@@ -48,6 +48,7 @@ by default), so every event the app accepts is read; `check` fails when the two 
 MIN_FRAME_BYTES: Final = 64 << 10
 MIN_RELAY_SECRET_LENGTH: Final = 16
 """What emitter.relay accepts; not imported from there, which needs the Socket.IO package."""
+MIN_CALL_BYTES: Final = 4096
 
 LogFormat = Literal["auto", "json", "console"]
 BufferKind = Literal["disk", "memory"]
@@ -167,6 +168,8 @@ class SocketIOSettings:
     """Empty until the operator sets it: the sink then holds events and says what is missing."""
     ack_timeout_s: int = 5
     ca_file: str | None = None
+    max_call_bytes: int = 262_144
+    """Largest relay call on the wire; a quarter of what a Socket.IO server takes by default."""
 
     @property
     def unix_socket(self) -> str | None:
@@ -209,6 +212,9 @@ class SocketIOSettings:
             relay_secret=secret,
             ack_timeout_s=env_int(env, "SOCKETIO_ACK_TIMEOUT_S", cls.ack_timeout_s, minimum=1),
             ca_file=ca_file,
+            max_call_bytes=env_int(
+                env, "SOCKETIO_MAX_CALL_BYTES", cls.max_call_bytes, minimum=MIN_CALL_BYTES
+            ),
         )
 
 

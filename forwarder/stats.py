@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,13 @@ class SinkCounters:
     retrying_since: float | None = None
     """Monotonic time of the first failed attempt of the batch still being retried."""
     last_error: str | None = None
+    configured: bool = True
+    """False for a sink taken out of ORDER_EVENT_MODE whose events the buffer still keeps."""
 
     def snapshot(self) -> dict[str, Any]:
         """The counters and how many events wait for this sink right now."""
         return {
+            "configured": self.configured,
             "delivered": self.delivered,
             "retried": self.retried,
             "dead_lettered": self.dead_lettered,
@@ -47,7 +51,8 @@ class SinkCounters:
 
 @dataclass
 class Stats:
-    """Everything the stats line reports; each counter has one writer, so no lock is needed."""
+    """Everything the stats line reports; each counter has one writer, so no lock is needed,
+    except `buffer_damaged`, which every sink's worker adds to through `count_damage`."""
 
     received: int = 0
     decode_failures: int = 0
@@ -65,19 +70,27 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     loop_at: float = field(default_factory=time.monotonic)
     """When the main loop last went round: what the watchdog and /healthz judge liveness by."""
+    _damage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_sink(
         self,
         name: str,
         depth: Callable[[], int],
         oldest_age_s: Callable[[], float | None] = lambda: None,
+        *,
+        configured: bool = True,
     ) -> SinkCounters:
         """Counters for a new sink; names must be unique so log lines can tell sinks apart."""
         if name in self.sinks:
             raise ValueError(f"two sinks are named {name!r}")
-        counters = SinkCounters(depth=depth, oldest_age_s=oldest_age_s)
+        counters = SinkCounters(depth=depth, oldest_age_s=oldest_age_s, configured=configured)
         self.sinks[name] = counters
         return counters
+
+    def count_damage(self, count: int) -> None:
+        """Buffer files set aside or stored rows unreadable; safe from any thread."""
+        with self._damage_lock:
+            self.buffer_damaged += count
 
     def snapshot(self) -> dict[str, Any]:
         """A plain dict for the stats log line (and anything else that reports counters)."""

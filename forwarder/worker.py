@@ -10,7 +10,6 @@ from typing import Final
 import structlog
 
 from emitter.contract import Envelope, encode_envelope
-from forwarder.backlog import Batch, Store
 from forwarder.batcher import Batcher
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
@@ -19,6 +18,7 @@ from forwarder.retry import Backoff, Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.stats import Stats
+from forwarder.store import Batch, Store
 
 __all__ = ["SinkWorker"]
 
@@ -29,7 +29,8 @@ log = structlog.get_logger("forwarder.worker")
 
 
 class SinkWorker:
-    """Owns a sink's backlog: batches it, delivers with retries in order, dead-letters refusals."""
+    """Owns a sink's backlog: batches it, delivers what the sink wants with retries in order,
+    dead-letters refusals and stored events that no longer read, and counts all of it."""
 
     def __init__(
         self,
@@ -45,8 +46,9 @@ class SinkWorker:
     ) -> None:
         self.sink = sink
         self._clock = clock or SystemClock()
+        self._backlog = store.backlog(sink.name)
         self.counters = stats.add_sink(sink.name, self.depth, self.oldest_age_s)
-        self._backlog = store.backlog(sink, self.counters)
+        self._stats = stats
         self._batcher = Batcher(
             self._backlog,
             max_size=settings.batch_max,
@@ -93,7 +95,14 @@ class SinkWorker:
 
     def _finish(self, batch: Batch) -> None:
         """Deliver a batch and release it from the backlog, unless time ran out with some left."""
-        if self.deliver(batch.envelopes):
+        for damaged in batch.damaged:
+            self.counters.dead_lettered += damaged.count
+            self._stats.count_damage(1)
+            self._dead_letters.record(damaged.frame, damaged.reason, sink=self.sink.name)
+        wanted = batch.envelopes
+        if self.sink.selective:
+            wanted = [envelope for envelope in wanted if self.sink.wants(envelope)]
+        if not wanted or self.deliver(wanted):
             self._backlog.done(batch)
 
     def _out_of_time(self) -> bool:

@@ -28,6 +28,8 @@ class Sink(ABC):
     """A destination; `deliver` returns only once each event is acknowledged or has failed."""
 
     name: str = "sink"
+    selective: bool = False
+    """Whether `wants` may refuse an event; when not, the worker does not ask it of each one."""
 
     @abstractmethod
     def deliver(self, batch: Sequence[Envelope]) -> Delivery:

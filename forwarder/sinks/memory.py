@@ -20,6 +20,7 @@ class MemorySink(Sink):
     ) -> None:
         self.name = name
         self._wants = wants
+        self.selective = wants is not None
         self._changed = threading.Condition()
         self._delivered: list[Envelope] = []
         self._batches: list[list[str]] = []

@@ -12,18 +12,19 @@ import socketio
 import structlog
 
 from emitter.contract import Envelope
-from emitter.relay import BATCH_EVENT, REFUSED_MESSAGE, RESERVED_EVENTS
+from emitter.relay import BATCH_EVENT, LIMITS_EVENT, REFUSED_MESSAGE, RESERVED_EVENTS
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
 from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery, Sink
 
-__all__ = ["CALL_MAX", "SocketIOSink"]
+__all__ = ["CALL_MAX", "SocketIOSink", "call_size"]
 
 CALL_MAX: Final = 500
-"""Most events in one relay call: a call stays far below the 1 MB a Socket.IO server accepts."""
+"""Most events in one relay call, whatever their size."""
+_ACK_ID: Final = 10**20 - 1
+"""The widest acknowledgement id a call can carry: its size is reserved in every call."""
 UNIX_URL: Final = "http://localhost"
 """What the client is told to connect to when the unix socket is already connected: the Host."""
-
 log = structlog.get_logger(__name__)
 
 
@@ -44,9 +45,15 @@ class SocketIOSink(Sink):
     the base64 and ISO-8601 strings Kafka's JSON carries. Items the relay would skip fail
     permanently here instead, so its count always means "the first n". A batch whose
     acknowledgement was lost is sent again: browsers then see those events twice.
+
+    Calls are bounded by bytes as well as count: each stays within SOCKETIO_MAX_CALL_BYTES and
+    the limit the relay gives for its server on connecting, measured as the Engine.IO message
+    the client will send. An event that alone exceeds it can never be relayed: it fails
+    permanently (dead-lettered), and the events around it go on.
     """
 
     name = "socketio"
+    selective = True
 
     def __init__(self, settings: SocketIOSettings) -> None:
         self._settings = settings
@@ -61,6 +68,8 @@ class SocketIOSink(Sink):
         if settings.ca_file is not None:
             self._websocket_options["sslopt"] = {"ca_certs": settings.ca_file}
         self._client.on("connect_error", self._on_connect_error, namespace=settings.namespace)
+        self._relay_max: int | None = None
+        """What the relay said its server accepts, learned on each connection."""
 
     def wants(self, envelope: Envelope) -> bool:
         """Only events the browser received before the forwarder existed go to the relay."""
@@ -69,43 +78,74 @@ class SocketIOSink(Sink):
     def deliver(self, batch: Sequence[Envelope]) -> Delivery:
         """Relay the batch in acknowledged calls, in order; what the relay did not acknowledge
         comes back retriable, and nothing after it is sent."""
-        items: list[Any] = []
-        sent: list[int] = []
+        items: list[tuple[int, Any, int]] = []
         failed: dict[int, SinkError] = {}
+        dumps = self._client.packet_class.json.dumps
         for index, envelope in enumerate(batch):
             if envelope.event in RESERVED_EVENTS:
                 failed[index] = PermanentSinkError(f"{envelope.event} is reserved by Socket.IO")
                 continue
             try:
-                payload = msgspec.to_builtins(envelope.data)
+                item = [envelope.event, msgspec.to_builtins(envelope.data), envelope.user_id]
             except TypeError as exc:
                 failed[index] = PermanentSinkError(f"{envelope.event} payload is not JSON: {exc}")
                 continue
-            items.append([envelope.event, payload, envelope.user_id])
-            sent.append(index)
+            items.append((index, item, len(dumps(item, separators=(",", ":")))))
         if not items:
             return Delivery(failed)
-        acknowledged = 0
         with self._lock:
             self._connect()
-            for start in range(0, len(items), CALL_MAX):
-                call = items[start : start + CALL_MAX]
-                emitted, reason = self._call(call)
-                acknowledged += emitted
+            calls = self._calls(items, failed)
+            for number, call in enumerate(calls):
+                emitted, reason = self._call([item for _, item, _ in call])
                 if emitted < len(call):
-                    failed.update(dict.fromkeys(sent[acknowledged:], RetriableSinkError(reason)))
+                    rest = [index for later in calls[number:] for index, _, _ in later][emitted:]
+                    failed.update(dict.fromkeys(rest, RetriableSinkError(reason)))
                     break
         return Delivery(failed)
+
+    def _calls(
+        self, items: list[tuple[int, Any, int]], failed: dict[int, SinkError]
+    ) -> list[list[tuple[int, Any, int]]]:
+        """The items split, in order, into calls within the byte limit and CALL_MAX; an item too
+        large for any call fails permanently into `failed`."""
+        limit = self.call_limit
+        room = limit - call_size(self._settings.namespace, [])
+        calls: list[list[tuple[int, Any, int]]] = [[]]
+        used = 0
+        for index, item, size in items:
+            if size > room:
+                failed[index] = PermanentSinkError(
+                    f"{item[0]} takes {size:,} bytes on the wire: over the {limit:,} bytes a "
+                    "relay call may carry (SOCKETIO_MAX_CALL_BYTES, or the relay server's limit)"
+                )
+                continue
+            if calls[-1] and (used + 1 + size > room or len(calls[-1]) == CALL_MAX):
+                calls.append([])
+                used = 0
+            used += size + (1 if calls[-1] else 0)
+            calls[-1].append((index, item, size))
+        return [call for call in calls if call]
+
+    @property
+    def call_limit(self) -> int:
+        """The most bytes one call may take: ours, or the relay's server's when that is less."""
+        relay = self._relay_max if self._relay_max is not None else self._settings.max_call_bytes
+        return min(self._settings.max_call_bytes, relay)
 
     def check(self) -> str:
         """Connect once, bounded, so a wrong URL or secret shows before events pile up."""
         with self._lock:
             self._connect()
+            relay = "unknown" if self._relay_max is None else f"{self._relay_max:,}"
         settings = self._settings
         verified = (
             f", server certificate checked against {settings.ca_file}" if settings.ca_file else ""
         )
-        return f"relay at {settings.url}, namespace {settings.namespace}: secret accepted{verified}"
+        return (
+            f"relay at {settings.url}, namespace {settings.namespace}: secret accepted{verified}; "
+            f"calls of at most {self.call_limit:,} bytes (its server takes {relay})"
+        )
 
     def close(self) -> None:
         """Disconnect; bounded by the WebSocket close handshake (3 s at most against Werkzeug)."""
@@ -151,6 +191,28 @@ class SocketIOSink(Sink):
             raise RetriableSinkError(f"cannot reach the relay at {settings.url}: {exc}") from exc
         finally:
             self._websocket_options.pop("socket", None)
+        self._relay_max = self._ask_limits()
+
+    def _ask_limits(self) -> int | None:
+        """The relay's server's largest message, asked once per connection; None if it does not
+        say (a relay from before it could), and then only SOCKETIO_MAX_CALL_BYTES applies."""
+        settings = self._settings
+        try:
+            answer = self._client.call(
+                LIMITS_EVENT, namespace=settings.namespace, timeout=settings.ack_timeout_s
+            )
+        except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
+            answer = None
+        size = answer.get("max_bytes") if isinstance(answer, dict) else None
+        known = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+        log.info(
+            "relay_connected",
+            url=settings.url,
+            namespace=settings.namespace,
+            relay_max_bytes=known,
+            call_bytes=min(settings.max_call_bytes, known or settings.max_call_bytes),
+        )
+        return known
 
     def _unix_connection(self, path: str) -> socket.socket:
         """A stream socket connected to the app's own (gunicorn's), bypassing any proxy."""
@@ -181,3 +243,13 @@ class SocketIOSink(Sink):
             self._client.disconnect()
             return 0, f"the relay answered {answer!r}, not an emitted count"
         return answer, f"the relay emitted {answer} of {len(items)} events"
+
+
+def call_size(namespace: str, items: Sequence[Any]) -> int:
+    """Bytes of the Engine.IO message one relay call of `items` is, acknowledgement id included:
+    what a server compares with its max_http_buffer_size. Measured by encoding it."""
+    packet = socketio.packet.Packet(
+        socketio.packet.EVENT, [BATCH_EVENT, list(items)], namespace=namespace, id=_ACK_ID
+    )
+    encoded = packet.encode()
+    return 1 + len(encoded if isinstance(encoded, str) else encoded[0])  # "4": a message

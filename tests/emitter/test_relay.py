@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import socketio
 
-from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, install_relay
+from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, LIMITS_EVENT, install_relay
 from tests.support.socketio_server import (
     BROWSER_EVENTS,
     browser_client,
@@ -176,6 +176,18 @@ class TestRelayOnPlainServer:
         assert bob_got == [tuple(bob_event[:2]), system, marker]
 
 
+def test_tells_a_client_the_most_its_server_takes_in_one_message():
+    """What the forwarder keeps each call under, read from the server when asked."""
+
+    def configure(sio: socketio.Server) -> None:
+        install_relay(sio, SECRET)
+        sio.eio.max_http_buffer_size = 50_000
+
+    with plain_server(configure) as url, relay_client(url) as client:
+        answer = client.call(LIMITS_EVENT, namespace=DEFAULT_NAMESPACE, timeout=30)
+    assert answer == {"max_bytes": 50_000}
+
+
 @pytest.mark.integration
 class TestRelayOnFlaskSocketIO:
     def test_relays_with_the_secret_and_refuses_without_it(self, tmp_path):
@@ -187,6 +199,8 @@ class TestRelayOnFlaskSocketIO:
                     connect_relay(server.url, auth)
             with relay_client(server.url) as client:
                 assert relay(client, ITEMS) == len(ITEMS)
+                limits = client.call(LIMITS_EVENT, namespace=DEFAULT_NAMESPACE, timeout=30)
+            assert limits == {"max_bytes": 1_000_000}, "Flask-SocketIO's default"
             received = browser.wait_for(len(ITEMS))
             wait_until(lambda: server.log_text().count("relay connection refused") == 2, "logs")
         assert json.dumps(received) == json.dumps(EXPECTED)

@@ -10,20 +10,16 @@ from dataclasses import replace
 import pytest
 
 from emitter.contract import encode_envelope
-from forwarder.backlog import Backlog, Store, open_store
 from forwarder.batcher import Batcher
-from forwarder.deadletter import DeadLetters
 from forwarder.settings import Settings
-from forwarder.sinks.memory import MemorySink
-from forwarder.stats import Stats
+from forwarder.store import Backlog, Store, open_store
 from tests.support.forwarder import envelope
 
 
 @pytest.fixture(params=["disk", "memory"])
 def store(request, tmp_path) -> Iterator[Store]:
-    stats = Stats()
     settings = replace(Settings(), state_dir=tmp_path, buffer=request.param)
-    opened = open_store(settings, [MemorySink()], stats, DeadLetters(tmp_path, stats))
+    opened, _ = open_store(settings, ["memory"])
     try:
         yield opened
     finally:
@@ -32,7 +28,7 @@ def store(request, tmp_path) -> Iterator[Store]:
 
 @pytest.fixture
 def backlog(store) -> Backlog:
-    return store.backlog(MemorySink(), Stats().add_sink("memory", lambda: 0))
+    return store.backlog("memory")
 
 
 def put(store: Store, numbers: range) -> None:

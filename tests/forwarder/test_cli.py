@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from emitter.contract import encode_envelope
 from emitter.settings import EmitterSettings
-from forwarder.buffer import DiskBuffer
 from forwarder.settings import Settings
+from forwarder.store import open_disk
 from tests.support import systemd
 from tests.support.broker import free_port
-from tests.support.forwarder import ROOT, ForwarderProcess, forwarder_env, run_cli
+from tests.support.forwarder import ROOT, ForwarderProcess, envelope, forwarder_env, run_cli
 
 pytestmark = pytest.mark.integration  # every test here starts the forwarder as a subprocess
 
@@ -237,14 +238,17 @@ class TestCheck:
         """Read-only: a held backlog is counted, a damaged file named without touching it."""
         state = Path(env["FORWARDER_STATE_DIR"])
         state.mkdir(parents=True)
-        stored = DiskBuffer(state / "buffer.sqlite", ["kafka"], max_bytes=1 << 20)
-        stored.append([b"x" * 100] * 3)
+        stored, _ = open_disk(state / "buffer.sqlite", ["kafka"], max_bytes=1 << 20)
+        envelopes = [envelope(n) for n in range(3)]
+        frames = [encode_envelope(e) for e in envelopes]
+        stored.put(frames, envelopes)
         stored.close()
         [line] = [
             line for line in run_cli("check", env=env).stdout.splitlines() if " buffer:" in line
         ]
         assert line.startswith("ok")
-        assert "3 events held, 300 of 268,435,456 bytes" in line
+        size = sum(map(len, frames))
+        assert f"3 events held (kafka 3), {size:,} of 268,435,456 bytes" in line
         (state / "buffer.sqlite").write_bytes(b"not a database at all" * 100)
         result = run_cli("check", env=env)
         [line] = [line for line in result.stdout.splitlines() if " buffer:" in line]

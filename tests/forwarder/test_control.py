@@ -287,6 +287,13 @@ class TestRenderStats:
         assert "\x9b" not in text
         assert "refused topic \\x1b[2J\\x9b" in text
 
+    def test_a_sink_no_longer_configured_shows_what_it_keeps(self):
+        """Events kept for a sink taken out of ORDER_EVENT_MODE are on the table, and why."""
+        kept = sink_snapshot(configured=False, queued=200, oldest_age_s=30.0)
+        lines = render_stats(snapshot(sinks={"kafka": kept})).splitlines()
+        assert lines[4].split()[:4] == ["kafka", "0", "0", "200"]
+        assert lines[4].endswith("not in ORDER_EVENT_MODE: kept until it is again")
+
     def test_no_sinks(self):
         """A forwarder with no sink says so instead of printing an empty table."""
         assert render_stats(snapshot(sinks={})).splitlines()[-1] == "no sink configured"

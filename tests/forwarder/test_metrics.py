@@ -162,6 +162,13 @@ class TestReadiness:
         assert reasons["kafka"] == "failing for 61.0 s, over the 60 s budget: broker unreachable"
         assert reasons["socketio"] == "delivering"
 
+    def test_a_sink_no_longer_configured_does_not_make_it_unready(self):
+        """Its kept events are reported; readiness is about the sinks that deliver."""
+        kept = sink_snapshot(configured=False, queued=200)
+        ready, reasons = Readiness().ready(snapshot(sinks={"kafka": kept}))
+        assert ready is True
+        assert reasons == {"kafka": "not in ORDER_EVENT_MODE, 200 events kept"}
+
 
 class TestMetricsEndpoint:
     def test_exposes_the_snapshot(self, server):

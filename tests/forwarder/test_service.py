@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,14 +13,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from emitter.contract import encode_envelope
-from forwarder.backlog import BUFFER_FILE
-from forwarder.buffer import Appended, DiskBuffer
 from forwarder.errors import StartupError
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.sinks.memory import MemorySink
 from forwarder.source import Source
+from forwarder.store import BUFFER_FILE, open_disk
 from tests.support.forwarder import GARBAGE, envelope, push_frames
 
 Start = Callable[..., Forwarder]
@@ -199,42 +197,15 @@ class TestForwarder:
         [warning, *_] = [line for line in logs if line["event"] == "event_dropped"]
         assert (warning["reason"], warning["sink"]) == ("buffer_full", "memory")
 
-    def test_a_disk_that_refuses_writes_keeps_events_in_memory_until_it_takes_them(
-        self, settings, monkeypatch
-    ):
-        """Disk full: nothing is lost while it lasts (up to the memory limit), order is kept."""
-        refusing = threading.Event()
-        refusing.set()
-        append = DiskBuffer.append
-
-        def full_disk(buffer: DiskBuffer, frames: Sequence[bytes]) -> Appended:
-            if refusing.is_set():
-                raise sqlite3.OperationalError("database or disk is full")
-            return append(buffer, frames)
-
-        monkeypatch.setattr(DiskBuffer, "append", full_disk)
-        sink = MemorySink()
-        with capture_logs() as logs, running(replace(settings, queue_max=30), [sink]) as forwarder:
-            push_frames(settings.endpoint, frames(range(40)))
-            wait_until(lambda: forwarder.stats.received == 40)
-            assert sink.delivered == []
-            refusing.clear()
-            sink.wait_for(30, timeout=30)
-        assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(10, 40)]
-        assert forwarder.stats.sinks["memory"].dropped == 10
-        failed = [line for line in logs if line["event"] == "buffer_write_failed"]
-        assert failed[0]["error"] == "database or disk is full"
-        dropped = [line for line in logs if line["event"] == "event_dropped"]
-        assert dropped[0]["reason"] == "buffer_write_failed"
-
     def test_at_start_what_the_buffer_holds_goes_first_and_a_bad_row_is_dead_lettered(
         self, settings
     ):
         """Events left by the previous run, in order, then new ones; a row that no longer decodes
         is set aside instead of stopping the start or looping on it."""
         settings.state_dir.mkdir(parents=True)
-        left = DiskBuffer(settings.state_dir / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
-        left.append([*frames(range(5)), b"\xc1 not an event", *frames(range(5, 10))])
+        left, _ = open_disk(settings.state_dir / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
+        envelopes = [envelope(n) for n in range(10)]
+        left.put([*frames(range(5)), b"\xc1 not an event", *frames(range(5, 10))], envelopes)
         left.close()
         sink = MemorySink()
         with capture_logs() as logs, running(settings, [sink]) as forwarder:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -222,45 +221,54 @@ class TestForwarderToBrowsers:
         assert len(first) - second[0] <= 20, "more sent twice than one batch"
         assert process.logs("sink_retry")
 
-    def test_with_kafka_unreachable_for_20_s_the_browser_is_not_delayed(
-        self, tmp_path, forwarders, proxied_broker, topic
+    def test_an_event_too_large_for_any_relay_call_is_dead_lettered_between_two_that_arrive(
+        self, tmp_path, forwarders
     ):
-        """Each sink has its own queue and retries: Kafka catches up afterwards, in order."""
-        broker, proxy = proxied_broker
-        total, rate = 1500, 60
+        """An event the app and the forwarder accept (150 KB, under their 256 and 320 KiB
+        limits) but over what the relay's server takes (100,000 bytes here): refused for good,
+        never retried, and the events on either side reach the browser."""
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            relay_server(SECRET, tmp_path / "server.log", max_http_buffer_size=100_000) as server,
             browser_client(server.url) as browser,
         ):
-            process = start(
-                forwarders,
-                tmp_path,
-                server.url,
-                ORDER_EVENT_MODE="SOCKETIO,KAFKA",
-                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-                KAFKA_ORDER_EVENTS_TOPIC=topic,
-                KAFKA_PRODUCER_REQUEST_TIMEOUT_MS="2000",
-            )
-            with publisher_for(process) as publisher, Paced(publisher, 0, total, rate) as paced:
-                paced.wait_until_published(rate * 2)
-                proxy.refuse()
-                outage_from = paced.published
-                time.sleep(20)
-                outage_to = paced.published
-                proxy.heal()
-            received = browser.wait_for(total)
-            arrived = browser.arrived_ns[:total]
+            process = start(forwarders, tmp_path, server.url)
+            with publisher_for(process) as publisher:
+                assert publisher.emit("order_event", numbered(0), user_id="alice")
+                big = numbered(1) | {"pad": "x" * 150_000}
+                assert publisher.emit("order_event", big, user_id="alice")
+                assert publisher.emit("order_event", numbered(2), user_id="alice")
+            assert numbers(browser.wait_for(2)) == [0, 2]
+            process.wait_for_log("frame_dead_lettered", sink="socketio")
+        [letter] = [
+            json.loads(line)
+            for line in (tmp_path / "state" / "dead-letters.jsonl").read_text().splitlines()
+        ]
+        assert letter["sink"] == "socketio"
+        assert "bytes on the wire" in letter["reason"]
+        assert [line for line in process.logs("sink_retry") if line["sink"] == "socketio"] == []
+
+    def test_2000_events_of_2_kb_held_through_a_10_s_relay_outage_all_arrive_in_order(
+        self, tmp_path, forwarders
+    ):
+        """4 MB waiting when the relay comes back: sent in calls its server takes, in order."""
+        total = 2000
+        with (
+            relay_server(SECRET, tmp_path / "server.log") as server,
+            fault_proxy(server.port) as proxy,
+            browser_client(server.url) as browser,
+        ):
+            process = start(forwarders, tmp_path, f"http://{proxy.address}")
+            proxy.refuse()
+            with publisher_for(process) as publisher:
+                for n in range(total):
+                    payload = numbered(n) | {"pad": "x" * 2000}
+                    assert publisher.emit("order_event", payload, user_id="alice")
+                    time.sleep(0.005)
+            time.sleep(max(0.0, 10 - total * 0.005))
+            proxy.heal()
+            received = browser.wait_for(total, timeout=60)
+            assert "too large" not in server.log_text()
         assert numbers(received) == list(range(total))
-        delays = [arrived[n] / 1e9 - received[n][1]["sent"] for n in range(outage_from, outage_to)]
-        assert len(delays) >= 20 * rate * 0.8
-        assert max(delays) < 1.0, f"browser delayed while Kafka was away: {max(delays):.3f} s"
-        retries = [line for line in process.logs("sink_retry") if line["sink"] == "kafka"]
-        assert retries
-        assert all(line["sink"] != "socketio" for line in process.logs("sink_retry"))
-        records = consume(broker.bootstrap, topic, total, timeout=60)
-        order: dict[bytes, list[int]] = defaultdict(list)
-        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-            n = json.loads(record.value)["data"]["n"]
-            if n not in order[record.key]:
-                order[record.key].append(n)
-        assert order == {b"alice": list(range(total))}
+        connected = process.logs("relay_connected")
+        assert connected[-1]["relay_max_bytes"] == 1_000_000
+        assert connected[-1]["call_bytes"] == 262_144

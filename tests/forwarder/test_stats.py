@@ -35,6 +35,7 @@ class TestStats:
             "dead_letters_discarded": 0,
             "sinks": {
                 "kafka": {
+                    "configured": True,
                     "delivered": 6,
                     "retried": 0,
                     "dead_lettered": 0,

@@ -11,13 +11,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from emitter.contract import decode_envelope, encode_envelope
-from forwarder.backlog import Store, open_store
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError
 from forwarder.retry import Backoff
 from forwarder.settings import Settings
 from forwarder.sinks.memory import MemorySink
 from forwarder.stats import Stats
+from forwarder.store import Store, open_store
 from forwarder.worker import SinkWorker
 from tests.support.forwarder import envelope
 
@@ -84,7 +84,7 @@ def make_worker(clock, stats, dead_letters, tmp_path, buffer, stores):  # noqa: 
             state_dir=tmp_path,
             buffer=buffer,
         )
-        store = open_store(chosen, [sink], stats, dead_letters)
+        store, _ = open_store(chosen, [sink.name])
         stores.append(store)
         return SinkWorker(
             sink,
@@ -244,3 +244,64 @@ class TestThread:
         assert worker.join(30)
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(20)]
         assert worker.depth() == 0
+
+    def test_events_the_sink_does_not_want_are_finished_without_a_delivery(
+        self, make_worker, stores, clock
+    ):
+        """The store hands out every event; the worker filters, and finishes the rest too."""
+        sink = MemorySink(wants=lambda e: e.browser)
+        worker = make_worker(sink)
+        envelopes = [envelope(n, browser=n % 3 != 0) for n in range(9)]
+        stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
+        worker.start()
+        sink.wait_for(6, timeout=30)
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(9) if n % 3]
+        assert worker.depth() == 0
+
+    def test_a_sink_that_takes_everything_is_not_asked_about_each_event(
+        self, make_worker, stores, clock
+    ):
+        """Filtering costs a call per event: only a selective sink pays it."""
+
+        class Counting(MemorySink):
+            asked = 0
+
+            def wants(self, envelope) -> bool:
+                Counting.asked += 1
+                return True
+
+        sink = Counting()
+        worker = make_worker(sink)
+        envelopes = [envelope(n) for n in range(5)]
+        stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
+        worker.start()
+        sink.wait_for(5, timeout=30)
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert (sink.selective, Counting.asked) == (False, 0)
+
+
+@pytest.mark.parametrize("buffer", ["disk"], indirect=True)
+class TestStoredDamage:
+    def test_an_unreadable_stored_frame_is_dead_lettered_and_counted_by_the_worker(
+        self, make_worker, stats, dead_letters, tmp_path, clock
+    ):
+        """The store reports the damage; the worker records it and delivers the rest."""
+        from forwarder.store import BUFFER_FILE, open_disk  # noqa: PLC0415 - one test's setup
+
+        good = [envelope(n) for n in range(2)]
+        store, _ = open_disk(tmp_path / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
+        store.put([encode_envelope(good[0]), b"\xc1 no event", encode_envelope(good[1])], good)
+        store.close()
+        sink = MemorySink()
+        worker = make_worker(sink)
+        worker.start()
+        sink.wait_for(2, timeout=30)
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert (worker.counters.dead_lettered, stats.buffer_damaged) == (1, 1)
+        [record] = [json.loads(line) for line in dead_letters.path.read_text().splitlines()]
+        assert base64.b64decode(record["raw"]) == b"\xc1 no event"
+        assert (record["sink"], record["reason"][:26]) == ("memory", "unreadable in the buffer: ")

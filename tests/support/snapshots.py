@@ -8,6 +8,7 @@ from typing import Any
 def sink_snapshot(**overrides: Any) -> dict[str, Any]:
     """One sink's counters, healthy unless overridden."""
     sink: dict[str, Any] = {
+        "configured": True,
         "delivered": 0,
         "retried": 0,
         "dead_lettered": 0,

@@ -204,10 +204,18 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) 
 class RelayServer:
     """The subprocess: start, stop (terminate, wait, kill) and start again on the same port."""
 
-    def __init__(self, secret: str, log_path: Path, *, per_user_rooms: bool = False) -> None:
+    def __init__(
+        self,
+        secret: str,
+        log_path: Path,
+        *,
+        per_user_rooms: bool = False,
+        max_http_buffer_size: int | None = None,
+    ) -> None:
         self.secret = secret
         self.log_path = log_path
         self.per_user_rooms = per_user_rooms
+        self.max_http_buffer_size = max_http_buffer_size
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -219,6 +227,8 @@ class RelayServer:
         command = [sys.executable, "-m", "tests.support.socketio_server", "--port", str(self.port)]
         if self.per_user_rooms:
             command.append("--per-user-rooms")
+        if self.max_http_buffer_size is not None:
+            command += ["--max-http-buffer-size", str(self.max_http_buffer_size)]
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 command,
@@ -257,10 +267,16 @@ class RelayServer:
 
 @contextlib.contextmanager
 def relay_server(
-    secret: str, log_path: Path, *, per_user_rooms: bool = False
+    secret: str,
+    log_path: Path,
+    *,
+    per_user_rooms: bool = False,
+    max_http_buffer_size: int | None = None,
 ) -> Iterator[RelayServer]:
     """A started server that is stopped however the test ends."""
-    server = RelayServer(secret, log_path, per_user_rooms=per_user_rooms)
+    server = RelayServer(
+        secret, log_path, per_user_rooms=per_user_rooms, max_http_buffer_size=max_http_buffer_size
+    )
     try:
         server.start()
         yield server
@@ -324,12 +340,18 @@ def plain_server(
         server.server_close()
 
 
-def _build_app(secret: str, per_user_rooms: bool) -> Any:
+def _build_app(secret: str, per_user_rooms: bool, max_http_buffer_size: int | None) -> Any:
     """OpenAlgo's Socket.IO options and the relay, plus the page the browser test loads."""
     app = flask.Flask(__name__)
     app.json.sort_keys = False  # the browser test compares key order too
+    limits = {} if max_http_buffer_size is None else {"max_http_buffer_size": max_http_buffer_size}
     sio = flask_socketio.SocketIO(
-        app, async_mode="threading", ping_timeout=60, ping_interval=25, cors_allowed_origins="*"
+        app,
+        async_mode="threading",
+        ping_timeout=60,
+        ping_interval=25,
+        cors_allowed_origins="*",
+        **limits,
     )
     install_relay(sio, secret, per_user_rooms=per_user_rooms)
     received: dict[int, list[Any]] = {}
@@ -373,9 +395,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--per-user-rooms", action="store_true")
+    parser.add_argument("--max-http-buffer-size", type=int)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-    app = _build_app(os.environ[SECRET_VARIABLE], args.per_user_rooms)
+    app = _build_app(os.environ[SECRET_VARIABLE], args.per_user_rooms, args.max_http_buffer_size)
     server = make_server(
         "127.0.0.1", args.port, app, threaded=True, request_handler=ClosingRequestHandler
     )

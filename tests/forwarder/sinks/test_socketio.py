@@ -16,11 +16,11 @@ import socketio
 import structlog
 
 from emitter.contract import Envelope
-from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, install_relay
+from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, LIMITS_EVENT, install_relay
 from forwarder.errors import PermanentSinkError, RetriableSinkError
 from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery
-from forwarder.sinks.socketio import CALL_MAX, SocketIOSink
+from forwarder.sinks.socketio import CALL_MAX, SocketIOSink, call_size
 from tests.support.socketio_server import (
     RelayServer,
     browser_batch,
@@ -260,6 +260,56 @@ class TestSocketIOSinkOutage:
         assert "relay client" not in server.log_text()
 
 
+def sized(n: int, size: int, text: str = "x") -> Envelope:
+    """An order event whose payload carries `size` characters of `text`."""
+    return envelope(n, "order_event", {"n": n, "pad": text * size})
+
+
+class TestCallSize:
+    @pytest.mark.parametrize("text", ["x", "é", "\U0001f4c8", '"\\'])
+    def test_is_the_message_the_client_sends_with_room_for_any_acknowledgement_id(self, text):
+        """Measured by encoding the call as the client does: escapes and all, never under."""
+        items = [["order_event", {"pad": text * 50, "n": [1, 2.5, None]}, "alice"]] * 3
+        for ack_id in (1, 123_456):
+            sent = socketio.packet.Packet(
+                socketio.packet.EVENT, [BATCH_EVENT, items], namespace=DEFAULT_NAMESPACE, id=ack_id
+            ).encode()
+            reserve = 20 - len(str(ack_id))
+            assert call_size(DEFAULT_NAMESPACE, items) == 1 + len(sent) + reserve
+
+
+@pytest.mark.integration
+class TestSocketIOSinkCallBytes:
+    def test_a_relay_server_with_a_smaller_buffer_gets_calls_it_takes(self, make_sink):
+        """A server that takes 20,000 bytes a message gets every event, in calls under that."""
+
+        def configure(sio: socketio.Server) -> None:
+            install_relay(sio, SECRET)
+            sio.eio.max_http_buffer_size = 20_000
+
+        batch = [sized(n, 1_000, "é") for n in range(200)]
+        with plain_server(configure) as url, browser_client(url) as browser:
+            sink = make_sink(url)
+            assert sink.deliver(batch).complete
+            assert sink.call_limit == 20_000
+            received = browser.wait_for(len(batch))
+        assert [payload["n"] for _, payload in received] == list(range(200))
+
+    def test_an_event_too_large_for_any_call_fails_alone_and_permanently(self, make_sink):
+        """Its neighbours are delivered; it is refused for good, saying why, not retried."""
+        with (
+            plain_server(lambda sio: install_relay(sio, SECRET)) as url,
+            browser_client(url) as browser,
+        ):
+            sink = make_sink(url, max_call_bytes=10_000)
+            delivery = sink.deliver([sized(0, 10), sized(1, 10_000), sized(2, 10)])
+            received = browser.wait_for(2)
+        assert list(delivery.failed) == [1]
+        assert isinstance(delivery.failed[1], PermanentSinkError)
+        assert "bytes on the wire" in str(delivery.failed[1])
+        assert [payload["n"] for _, payload in received] == [0, 2]
+
+
 class ScriptedRelay:
     """A relay stand-in on a real server whose acknowledgements the test chooses."""
 
@@ -267,12 +317,19 @@ class ScriptedRelay:
         self.answers: list[Any] = []
         self.batches: list[Any] = []
         self.release = threading.Event()
+        self.limits: Any = {"max_bytes": 1_000_000}
 
     def install(self, sio: socketio.Server) -> None:
+        @sio.on(LIMITS_EVENT, namespace=DEFAULT_NAMESPACE)
+        def on_limits(sid: str) -> Any:
+            if self.limits == "hang":
+                self.release.wait(30)
+            return self.limits
+
         @sio.on(BATCH_EVENT, namespace=DEFAULT_NAMESPACE)
         def on_batch(sid: str, items: Any) -> Any:
             self.batches.append(items)
-            answer = self.answers.pop(0)
+            answer = self.answers.pop(0) if self.answers else len(items)
             if answer == "hang":
                 self.release.wait(30)
                 return None
@@ -327,6 +384,29 @@ class TestSocketIOSinkAcknowledgements:
         relay.answers = [answer]
         delivery = make_sink(url).deliver(browser_batch()[:3])
         assert sorted(delivery.failed) == [0, 1, 2]
+
+    def test_calls_stay_under_the_relays_limit_and_carry_no_more_than_call_max(
+        self, scripted, make_sink
+    ):
+        """Split by bytes and by count, in order; each call measured under the limit."""
+        relay, url = scripted
+        relay.limits = {"max_bytes": 30_000}
+        batch = [sized(n, 900) for n in range(100)] + [sized(n, 1) for n in range(100, 700)]
+        assert make_sink(url).deliver(batch).complete
+        assert all(call_size(DEFAULT_NAMESPACE, call) <= 30_000 for call in relay.batches)
+        assert max(len(call) for call in relay.batches) == CALL_MAX
+        assert [item[1]["n"] for call in relay.batches for item in call] == list(range(700))
+
+    def test_a_relay_that_does_not_say_its_limit_leaves_socketio_max_call_bytes(
+        self, scripted, make_sink
+    ):
+        """A relay from before limits were asked: the forwarder's own limit alone applies."""
+        relay, url = scripted
+        relay.limits = "hang"
+        relay.answers = [3]
+        sink = make_sink(url, max_call_bytes=8_192)
+        assert sink.deliver(browser_batch()[:3]).complete
+        assert sink.call_limit == 8_192
 
     def test_a_lost_acknowledgement_times_out_retriable_and_the_sink_recovers(
         self, scripted, make_sink
