@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -319,6 +321,91 @@ def installed_template(tmp_path: Path) -> Path:
     script = script.replace("/etc/systemd/system", str(tmp_path))
     subprocess.run(["bash", "-euc", script], cwd=ROOT, check=True, capture_output=True)
     return tmp_path / "openalgo-forwarder@.service"
+
+
+WEB_USER = "www-data"
+"""The user install.sh runs gunicorn as."""
+
+
+def as_web_user(*command: str) -> subprocess.CompletedProcess[str]:
+    """A command run as the web user with that user's groups, as `sudo -u www-data` runs it."""
+    return subprocess.run(
+        ["runuser", "-u", WEB_USER, "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def publish_as_web_user(endpoint: str, orderid: str) -> int:
+    """0 when a process of the web user (its uid and groups) published one order event and
+    handed it to the forwarder; this interpreter is forked, as the web user cannot run it."""
+    entry = pwd.getpwnam(WEB_USER)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child ends with os._exit
+        status = 1
+        try:
+            os.setgroups(os.getgrouplist(WEB_USER, entry.pw_gid))
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            publisher = publisher_from_env({"FORWARDER_ENDPOINT": endpoint})
+            queued = publisher.publish_order_event("alice", "SBIN", "BUY", orderid, "live")
+            publisher.close()
+            stats = publisher.stats()
+            status = 0 if queued and (stats.queued, stats.unsent) == (1, 0) else 1
+        finally:
+            os._exit(status)
+    _, waited = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(waited)
+
+
+@contextmanager
+def throwaway_group() -> Iterator[str]:
+    """A system group made for this test, removed (members and all) however it ends."""
+    name = f"oa-guide-{os.getpid()}"
+    subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["groupdel", name], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("runuser") is None,
+    reason="adding the web user to a group needs root (and runuser)",
+)
+class TestTheWebUser:
+    def test_the_web_user_added_to_the_socket_group_publishes_to_kafka(
+        self, shared_tmp, forwarders, kafka_bootstrap
+    ):
+        """Before step 4 the web user cannot reach the socket; after its usermod line, run as
+        written (group renamed), the guide's own check says reachable and an event it publishes
+        reaches Kafka."""
+        [(_, block)] = guide_blocks("scratch-group")
+        [usermod] = [line for line in block.splitlines() if "usermod" in line]
+        topic = unique_topic("guide-group")
+        endpoint = f"ipc://{shared_tmp}/run/events.sock"
+        with throwaway_group() as group:
+            start_forwarder(
+                forwarders,
+                shared_tmp,
+                {
+                    "FORWARDER_ENDPOINT": endpoint,
+                    "FORWARDER_SOCKET_GROUP": group,
+                    "ORDER_EVENT_MODE": "KAFKA",
+                    "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                    "KAFKA_ORDER_EVENTS_TOPIC": topic,
+                },
+            )
+            socket_path = str(ipc_path(endpoint))
+            assert as_web_user("test", "-w", socket_path).returncode == 1
+            command = usermod.removeprefix("sudo ").replace(" openalgo ", f" {group} ").split()
+            subprocess.run(command, check=True, capture_output=True)
+            assert as_web_user("test", "-w", socket_path).returncode == 0
+            assert publish_as_web_user(endpoint, "ORD-WWW") == 0
+            [record] = records_of(kafka_bootstrap, topic, 1)
+        assert record["data"]["orderid"] == "ORD-WWW"
 
 
 class TestSeveralInstances:
