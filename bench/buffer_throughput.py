@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from emitter.contract import Envelope
-from forwarder import logs
+from forwarder import log_setup
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks.base import Delivery, Sink
@@ -142,7 +142,7 @@ def baseline_tree(into: Path) -> Path | None:
 
 
 def main() -> None:
-    logs.configure(logging.WARNING, "console", stream=sys.stderr)
+    log_setup.configure(logging.WARNING, "console", stream=sys.stderr)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -40,7 +40,7 @@ from demo.browser import browser_tab
 from demo.children import child, child_env
 from emitter.contract import SCHEMA_VERSION, Envelope, encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
-from forwarder.control import ControlError, control_path, query
+from forwarder.ops.control import ControlError, control_path, query
 from forwarder.settings import KafkaSettings
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config

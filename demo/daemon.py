@@ -12,7 +12,7 @@ from typing import IO, Any, Final
 
 from demo.children import StartError, child, child_env
 from demo.console import colour, say
-from forwarder.logview import render
+from forwarder.commands.logs import render
 
 __all__ = ["ForwarderLog", "running_forwarder"]
 

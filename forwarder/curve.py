@@ -22,7 +22,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from emitter.config import ConfigError, curve_key, env_str, load_certificate
-from forwarder.logs import Throttle
+from forwarder.log_setup import Throttle
 
 __all__ = [
     "CLIENTS_FILE",

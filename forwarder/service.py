@@ -12,12 +12,12 @@ from typing import Any, Final
 import structlog
 
 from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
-from forwarder.control import ControlServer, control_path
 from forwarder.deadletter import DeadLetters, frame_event_id
 from forwarder.errors import ConfigError, ForwarderError, StartupError
-from forwarder.logs import Throttle
-from forwarder.metrics import BatchLatency, MetricsServer
-from forwarder.notify import Notifier
+from forwarder.log_setup import Throttle
+from forwarder.ops.control import ControlServer, control_path
+from forwarder.ops.metrics import BatchLatency, MetricsServer
+from forwarder.ops.notify import Notifier
 from forwarder.retry import Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink

@@ -26,7 +26,7 @@ from emitter.config import (
     resolve_endpoint,
 )
 from forwarder.curve import CurveServer, load_server
-from forwarder.metrics import parse_metrics_addr
+from forwarder.ops.metrics import parse_metrics_addr
 
 __all__ = ["KafkaSettings", "Settings", "SocketIOSettings"]
 

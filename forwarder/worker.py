@@ -13,7 +13,7 @@ from emitter.contract import Envelope, encode_envelope
 from forwarder.batcher import Batcher
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
-from forwarder.metrics import BatchLatency
+from forwarder.ops.metrics import BatchLatency
 from forwarder.retry import Backoff, Clock, SystemClock
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, cast
@@ -23,8 +21,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from emitter.config import ConfigError, env_bool, env_str, is_loopback
 from forwarder.errors import ForwarderError
+from forwarder.ops._threaded import ThreadedServer
+from forwarder.ops.health import Readiness
 
-__all__ = ["BatchLatency", "MetricsServer", "Readiness", "parse_metrics_addr"]
+__all__ = ["BatchLatency", "MetricsServer", "parse_metrics_addr"]
 
 log = structlog.get_logger("forwarder.metrics")
 
@@ -84,44 +84,6 @@ def parse_metrics_addr(env: Mapping[str, str]) -> tuple[str, int] | None:
     if not allow_remote and not is_loopback(host):
         raise ConfigError("FORWARDER_METRICS_ADDR", raw, accepted)
     return host, int(port)
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """When the forwarder counts as alive and as ready, both judged from one stats snapshot."""
-
-    stall_s: float = 10.0
-    """A main loop that has not gone round for this long is hung: systemd or an orchestrator
-    should restart it."""
-    retry_budget_s: float = 60.0
-    """A sink failing for longer than this is not delivering: traffic should go elsewhere."""
-
-    def live(self, snapshot: Mapping[str, Any]) -> tuple[bool, str]:
-        """Whether the main loop still goes round, and a sentence saying so."""
-        age = float(snapshot["loop_age_s"])
-        if age < self.stall_s:
-            return True, f"main loop went round {age:.1f} s ago"
-        return False, f"main loop stalled for {age:.1f} s (limit {self.stall_s:g} s)"
-
-    def ready(self, snapshot: Mapping[str, Any]) -> tuple[bool, dict[str, str]]:
-        """Whether every sink delivers, and per sink why or why not."""
-        reasons: dict[str, str] = {}
-        ready = True
-        for name, sink in snapshot["sinks"].items():
-            since = sink.get("retrying_since_s")
-            if not sink.get("configured", True):
-                reasons[name] = f"not in ORDER_EVENT_MODE, {sink['queued']} events kept"
-            elif since is None:
-                reasons[name] = "delivering"
-            elif since < self.retry_budget_s:
-                reasons[name] = f"retrying for {since:.1f} s, within {self.retry_budget_s:g} s"
-            else:
-                ready = False
-                error = sink.get("last_error") or "unknown error"
-                reasons[name] = (
-                    f"failing for {since:.1f} s, over the {self.retry_budget_s:g} s budget: {error}"
-                )
-        return ready, reasons
 
 
 class BatchLatency:
@@ -189,8 +151,10 @@ class _StatsCollector:
             yield gauge
 
 
-class MetricsServer:
+class MetricsServer(ThreadedServer):
     """An HTTP server in a daemon thread; its registry is its own, never the process-wide one."""
+
+    thread_name = "metrics-http"
 
     def __init__(
         self,
@@ -199,6 +163,7 @@ class MetricsServer:
         readiness: Readiness | None = None,
         latency: BatchLatency | None = None,
     ) -> None:
+        super().__init__()
         self.requested = addr
         self.snapshot = snapshot
         self.readiness = Readiness() if readiness is None else readiness
@@ -206,47 +171,26 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StatsCollector(snapshot))
         self.registry.register(self.latency)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """Where it listens: the port the system chose when 0 was asked for."""
         if self._server is None:
             return self.requested
-        host, port = self._server.server_address[:2]
+        host, port = cast(_Server, self._server).server_address[:2]
         return cast(str, host), port
 
-    def start(self) -> None:
-        """Bind and serve; a port already taken stops the forwarder at start, not later."""
+    def _bind(self) -> _Server:
         try:
-            self._server = _Server(self.requested, self)
+            return _Server(self.requested, self)
         except OSError as exc:
             host, port = self.requested
             raise ForwarderError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
-        )
-        self._thread.start()
+
+    def start(self) -> None:
+        """Bind and serve; a port already taken stops the forwarder at start, not later."""
+        super().start()
         log.info("metrics_serving", host=self.address[0], port=self.address[1])
-
-    def close(self) -> None:
-        """Stop serving and wait for the thread, so the port is free when this returns."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> MetricsServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class _Server(ThreadingHTTPServer):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from forwarder.notify import Notifier
+from forwarder.ops.notify import Notifier
 
 
 @pytest.fixture

@@ -19,22 +19,22 @@ from pathlib import Path
 import pytest
 import structlog
 
-from forwarder.logs import configure
-from forwarder.logview import add_logs_arguments, follow, run_logs
+from forwarder.commands.logs import add_arguments, follow, run
+from forwarder.log_setup import configure
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad'
 
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="openalgo-forwarder logs")
-    add_logs_arguments(parser)
+    add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def view(*argv: str, stdin: str = "") -> list[str]:
     out = io.StringIO()
-    assert run_logs(parse(*argv), out=out, stdin=io.StringIO(stdin)) == 0
+    assert run(parse(*argv), out=out, stdin=io.StringIO(stdin)) == 0
     return out.getvalue().splitlines()
 
 
@@ -87,11 +87,11 @@ def events(lines: list[str]) -> list[str]:
 PASSTHROUGH = [*TRACEBACK.splitlines(), "[1, 2]", "{not json"]
 LOGS_SCRIPT = """
 import argparse, signal, sys
-from forwarder.logview import add_logs_arguments, run_logs
+from forwarder.commands.logs import add_arguments, run
 signal.signal(signal.SIGINT, signal.default_int_handler)
 parser = argparse.ArgumentParser()
-add_logs_arguments(parser)
-sys.exit(run_logs(parser.parse_args(sys.argv[1:])))
+add_arguments(parser)
+sys.exit(run(parser.parse_args(sys.argv[1:])))
 """
 """`openalgo-forwarder logs` as the CLI will mount it, with Ctrl-C delivered as at a terminal."""
 
@@ -233,7 +233,7 @@ class TestRendering:
     def test_missing_file(self, tmp_path, capsys):
         """A file that cannot be opened is reported on stderr with status 1."""
         missing = tmp_path / "nope.log"
-        assert run_logs(parse(str(missing)), out=io.StringIO()) == 1
+        assert run(parse(str(missing)), out=io.StringIO()) == 1
         assert capsys.readouterr().err == (
             f"openalgo-forwarder logs: cannot read {missing}: No such file or directory\n"
         )
@@ -261,7 +261,7 @@ class TestColour:
         """On a terminal the level and keys are coloured."""
         monkeypatch.delenv("NO_COLOR", raising=False)
         out, master = terminal
-        assert run_logs(parse(str(sample), "--level", "error"), out=out) == 0
+        assert run(parse(str(sample), "--level", "error"), out=out) == 0
         text = written(out, master)
         assert "\x1b[31mERROR" in text
         assert "\x1b[36msink\x1b[0m=kafka" in text
@@ -270,14 +270,14 @@ class TestColour:
         """--no-color keeps a terminal's output plain."""
         monkeypatch.delenv("NO_COLOR", raising=False)
         out, master = terminal
-        assert run_logs(parse(str(sample), "--no-color"), out=out) == 0
+        assert run(parse(str(sample), "--no-color"), out=out) == 0
         assert "\x1b[" not in written(out, master)
 
     def test_no_color_environment(self, sample, terminal, monkeypatch):
         """NO_COLOR in the environment is honoured as everywhere else."""
         monkeypatch.setenv("NO_COLOR", "1")
         out, master = terminal
-        assert run_logs(parse(str(sample)), out=out) == 0
+        assert run(parse(str(sample)), out=out) == 0
         assert "\x1b[" not in written(out, master)
 
     def test_plain_off_a_terminal(self, sample):

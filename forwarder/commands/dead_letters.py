@@ -28,12 +28,14 @@ import zmq
 
 from emitter.config import CurveKeys, curve_options
 from emitter.contract import InvalidEnvelope, decode_envelope
-from forwarder.control import ControlError, control_path, query
 from forwarder.deadletter import FILE_NAME, locked, rotated
+from forwarder.ops.control import ControlError, control_path, query
 from forwarder.printable import printable, printable_json
 from forwarder.settings import Settings
 
-__all__ = ["DeadLetterCommandError", "add_dead_letter_arguments", "read", "run_dead_letters"]
+__all__ = ["HELP", "DeadLetterCommandError", "add_arguments", "read", "run"]
+
+HELP: Final = "list, show, replay or purge what could not be delivered"
 
 _SEND_TIMEOUT_MS: Final = 5000
 _REASON_WIDTH: Final = 60
@@ -66,7 +68,7 @@ class Letter:
         return self.id, str(self.fields.get("sha256") or _digest(self.text))
 
 
-def add_dead_letter_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(title="actions", required=True, dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="one line per record: id, time, sink, event, reason")
     listing.add_argument("--json", action="store_true", help="the records as JSON lines")
@@ -81,7 +83,7 @@ def add_dead_letter_arguments(parser: argparse.ArgumentParser) -> None:
         action.add_argument("--all", action="store_true", help="every record")
 
 
-def run_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status 0 when the action did all it was asked, 1 otherwise (one line on stderr)."""
     path = settings.state_dir / FILE_NAME
     try:

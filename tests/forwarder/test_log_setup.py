@@ -16,7 +16,7 @@ import zmq.auth
 
 from emitter.publisher import publisher_from_env
 from forwarder.curve import keygen
-from forwarder.logs import REDACTED, WIRE_LOGGERS, Redactor, Throttle, configure
+from forwarder.log_setup import REDACTED, WIRE_LOGGERS, Redactor, Throttle, configure
 from tests.support.broker import KafkaBroker, free_port, unique_topic
 from tests.support.forwarder import ForwarderProcess, forwarder_env
 from tests.support.sasl import SASL_AUTHENTICATE, sasl_proxy

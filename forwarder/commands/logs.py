@@ -20,7 +20,9 @@ from typing import Any, BinaryIO, Final, TextIO
 
 from forwarder.printable import printable, printable_json
 
-__all__ = ["LEVELS", "LogFilter", "add_logs_arguments", "follow", "render", "run_logs"]
+__all__ = ["HELP", "LEVELS", "LogFilter", "add_arguments", "follow", "render", "run"]
+
+HELP: Final = "pretty-print and filter the forwarder's JSON log lines"
 
 LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _HEAD_KEYS: Final = frozenset({"timestamp", "level", "event", "exception"})
@@ -42,7 +44,7 @@ _LEVEL_COLOURS: Final = {
 }
 
 
-def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `logs` subcommand's options, so the CLI mounts it without knowing them."""
     parser.add_argument(
         "file",
@@ -74,9 +76,7 @@ def add_logs_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_logs(
-    args: argparse.Namespace, *, out: TextIO | None = None, stdin: TextIO | None = None
-) -> int:
+def run(args: argparse.Namespace, *, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
     """Print the matching lines; 0 when done or interrupted, 1 when the file cannot be read."""
     out = sys.stdout if out is None else out
     stdin = sys.stdin if stdin is None else stdin

@@ -12,14 +12,8 @@ from typing import Any
 
 import pytest
 
-from forwarder.control import (
-    ControlError,
-    ControlServer,
-    control_path,
-    format_duration,
-    query,
-    render_stats,
-)
+from forwarder.commands.stats import format_duration, render_stats
+from forwarder.ops.control import ControlError, ControlServer, control_path, query
 from tests.support.snapshots import sink_snapshot, snapshot
 
 

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from emitter.config import ConfigError
 from forwarder.errors import ForwarderError
-from forwarder.metrics import BatchLatency, MetricsServer, Readiness, parse_metrics_addr
+from forwarder.ops.health import Readiness
+from forwarder.ops.metrics import BatchLatency, MetricsServer, parse_metrics_addr
 from tests.support.snapshots import sink_snapshot, snapshot
 
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))

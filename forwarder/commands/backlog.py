@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Final
 
 import structlog
 
-from forwarder import logs
+from forwarder import log_setup
 from forwarder.settings import Settings
 from forwarder.state_lock import StateLock
 from forwarder.store import BUFFER_FILE, discard
 
-__all__ = ["add_backlog_arguments", "run_backlog"]
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP: Final = "drop what the disk buffer keeps for a sink taken out of ORDER_EVENT_MODE"
 
 log = structlog.get_logger("forwarder.backlog")
 
 
-def add_backlog_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(title="actions", required=True, dest="action", metavar="ACTION")
     dropping = actions.add_parser(
         "discard",
@@ -31,9 +34,9 @@ def add_backlog_arguments(parser: argparse.ArgumentParser) -> None:
     dropping.add_argument("sink", metavar="SINK", help="kafka or socketio, as `check` names it")
 
 
-def run_backlog(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status 0 once the sink holds nothing; the count dropped is printed and logged."""
-    logs.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
+    log_setup.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
     path = settings.state_dir / BUFFER_FILE
     if not path.exists():
         print(f"{path} does not exist: nothing is held for {args.sink}")

@@ -13,8 +13,8 @@ import pytest
 
 from emitter.contract import encode_envelope
 from forwarder.cli import main
+from forwarder.commands.dead_letters import read
 from forwarder.deadletter import FILE_NAME, DeadLetters
-from forwarder.deadletter_commands import read
 from forwarder.stats import Stats
 from tests.support.broker import consume
 from tests.support.forwarder import GARBAGE, ForwarderProcess, envelope, forwarder_env, run_cli

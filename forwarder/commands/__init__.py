@@ -1,0 +1,1 @@
+"""One module per `openalgo-forwarder` subcommand: its arguments and what it does."""
