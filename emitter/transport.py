@@ -45,6 +45,7 @@ import zmq
 from emitter._connections import Connections, release, unread_bytes
 from emitter._runtime import LockType, Model, Runtime, detect, real_lock
 from emitter.config import CurveKeys, curve_options
+from emitter.throttle import Throttle
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -135,9 +136,8 @@ class ThrottledCounter:
     def _reset_after_fork(self) -> None:
         self._lock = real_lock()
         self._total = 0
-        self._unreported = 0
         self._latest = ""
-        self._next_report = float("-inf")
+        self._throttle = Throttle(self._interval_s, self._clock)
 
     @property
     def total(self) -> int:
@@ -148,19 +148,15 @@ class ThrottledCounter:
         """Count one occurrence; log if the last warning is older than the interval."""
         with self._lock:
             self._total += 1
-            self._unreported += 1
             self._latest = detail
-            now = self._clock()
-            if now < self._next_report:
-                return
-            self._next_report = now + self._interval_s
-            count, self._unreported = self._unreported, 0
-        self._log(count, detail)
+        held = self._throttle.ready()
+        if held is not None:
+            self._log(held + 1, detail)
 
     def flush(self) -> None:
         """Log what was counted since the last warning, so a final burst is never silent."""
+        count = self._throttle.drain()
         with self._lock:
-            count, self._unreported = self._unreported, 0
             detail = self._latest
         if count:
             self._log(count, detail)

@@ -22,7 +22,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from emitter.config import ConfigError, curve_key, env_str, load_certificate
-from forwarder.log_setup import Throttle
+from emitter.throttle import Throttle
 
 __all__ = [
     "CLIENTS_FILE",

@@ -20,7 +20,7 @@ import msgspec
 import structlog
 
 from emitter.config import ConfigError
-from forwarder.log_setup import Throttle
+from emitter.throttle import Throttle
 from forwarder.settings import MAX_FRAME_BYTES, Settings
 from forwarder.stats import Stats
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 import structlog
@@ -23,7 +21,7 @@ from structlog.typing import EventDict, Processor
 if TYPE_CHECKING:  # settings import this module's Throttle (through forwarder.curve)
     from forwarder.settings import LogFormat
 
-__all__ = ["REDACTED", "WIRE_LOGGERS", "RedactingStream", "Redactor", "Throttle", "configure"]
+__all__ = ["REDACTED", "WIRE_LOGGERS", "RedactingStream", "Redactor", "configure"]
 
 REDACTED: Final = "[REDACTED]"
 MIN_SECRET_CHARS: Final = 6
@@ -171,27 +169,3 @@ class RedactingStream:
     def __getattr__(self, name: str) -> Any:
         """Anything else (fileno, encoding) is the wrapped stream's."""
         return getattr(self._stream, name)
-
-
-class Throttle:
-    """Lets one line through per interval and counts those held back: a flood stays readable."""
-
-    def __init__(
-        self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._interval_s = interval_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._next = float("-inf")
-        self._held = 0
-
-    def ready(self) -> int | None:
-        """None to stay silent; else how many lines were held back since the last one."""
-        now = self._clock()
-        with self._lock:
-            if now < self._next:
-                self._held += 1
-                return None
-            held, self._held = self._held, 0
-            self._next = now + self._interval_s
-            return held

@@ -12,9 +12,9 @@ from typing import Any, Final
 import structlog
 
 from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
+from emitter.throttle import Throttle
 from forwarder.deadletter import DeadLetters, frame_event_id
 from forwarder.errors import ConfigError, ForwarderError, StartupError
-from forwarder.log_setup import Throttle
 from forwarder.ops.control import ControlServer, control_path
 from forwarder.ops.metrics import BatchLatency, MetricsServer
 from forwarder.ops.notify import Notifier

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ import zmq.auth
 
 from emitter.publisher import publisher_from_env
 from forwarder.curve import keygen
-from forwarder.log_setup import REDACTED, WIRE_LOGGERS, Redactor, Throttle, configure
+from forwarder.log_setup import REDACTED, WIRE_LOGGERS, Redactor, configure
 from tests.support.broker import KafkaBroker, free_port, unique_topic
 from tests.support.forwarder import ForwarderProcess, forwarder_env
 from tests.support.sasl import SASL_AUTHENTICATE, sasl_proxy
@@ -233,20 +232,3 @@ class TestNoSecretInTheDaemon:
             assert all(REDACTED in line for line in sasl_lines)
         elif not wire:
             assert sasl_lines == []
-
-
-class TestThrottle:
-    def test_one_line_per_interval_then_the_count_of_those_held_back(self):
-        """A flood of bad frames yields one warning per interval that says how many it hid."""
-        now = [0.0]
-        throttle = Throttle(10, clock=lambda: now[0])
-        first = throttle.ready()
-        held = [throttle.ready() for _ in range(5)]
-        now[0] = 10.0
-        assert (first, held, throttle.ready(), throttle.ready()) == (0, [None] * 5, 5, None)
-
-    def test_a_quiet_source_is_never_held_back(self):
-        """Occasional lines all get through."""
-        ticks = itertools.count(step=60)
-        throttle = Throttle(10, clock=lambda: next(ticks))
-        assert [throttle.ready() for _ in range(3)] == [0, 0, 0]
