@@ -1,11 +1,19 @@
 """The forwarder's own errors; library exceptions are translated into these at the sink boundary.
 
-ForwarderError
-├── ConfigError          (re-exported from emitter.config: variable, value, accepted)
-├── StartupError         something the daemon needs at start is taken or refused (exit status 2)
-└── SinkError
-    ├── RetriableSinkError   the same events may succeed later: back off and send again
-    └── PermanentSinkError   these events will never be accepted: dead-letter them
+Exception
+├── ValueError
+│   ├── ConfigError        emitter.config (re-exported here): a setting's variable, value, accepted
+│   ├── EnvFileError       forwarder.envfile: an env file systemd could not read either
+│   └── InvalidEnvelope    emitter.contract: a frame that is not an event; dead-lettered, not raised
+└── ForwarderError
+    ├── StartupError             something the daemon needs at start is taken or refused (exit 2)
+    ├── ControlError             forwarder.ops.control: the stats could not be served or fetched
+    ├── DeadLetterCommandError   forwarder.commands.dead_letters: an action that could not be done
+    └── SinkError
+        ├── RetriableSinkError   the same events may succeed later: back off and send again
+        └── PermanentSinkError   these events will never be accepted: dead-letter them
+
+`main` turns ConfigError and StartupError into exit status 2 and one line on stderr.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import zmq
 from emitter.config import CurveKeys, curve_options
 from emitter.contract import InvalidEnvelope, decode_envelope
 from forwarder.deadletter import FILE_NAME, locked, rotated
+from forwarder.errors import ForwarderError
 from forwarder.ops.control import ControlError, control_path, query
 from forwarder.printable import printable, printable_json
 from forwarder.settings import Settings
@@ -42,7 +43,7 @@ _REASON_WIDTH: Final = 60
 _MIN_PREFIX: Final = 4
 
 
-class DeadLetterCommandError(Exception):
+class DeadLetterCommandError(ForwarderError):
     """The command cannot do what was asked; the message is the one line the operator sees."""
 
 

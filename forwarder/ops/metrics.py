@@ -21,8 +21,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from emitter.config import ConfigError, env_bool, env_str, is_loopback
 from forwarder.errors import ForwarderError
+from forwarder.ops import health
 from forwarder.ops._threaded import ThreadedServer
-from forwarder.ops.health import Readiness
 
 __all__ = ["BatchLatency", "MetricsServer", "parse_metrics_addr"]
 
@@ -160,13 +160,11 @@ class MetricsServer(ThreadedServer):
         self,
         addr: tuple[str, int],
         snapshot: Snapshot,
-        readiness: Readiness | None = None,
         latency: BatchLatency | None = None,
     ) -> None:
         super().__init__()
         self.requested = addr
         self.snapshot = snapshot
-        self.readiness = Readiness() if readiness is None else readiness
         self.latency = BatchLatency() if latency is None else latency
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StatsCollector(snapshot))
@@ -215,11 +213,11 @@ class _Handler(BaseHTTPRequestHandler):
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self._reply(HTTPStatus.OK, encoder(app.registry), content_type)
             elif path == "/healthz":
-                alive, reason = app.readiness.live(app.snapshot())
+                alive, reason = health.live(app.snapshot())
                 status = HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE
                 self._reply(status, f"{'ok' if alive else 'stalled'}: {reason}\n".encode())
             elif path == "/readyz":
-                ready, sinks = app.readiness.ready(app.snapshot())
+                ready, sinks = health.ready(app.snapshot())
                 body = json.dumps({"ready": ready, "sinks": sinks}).encode()
                 status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
                 self._reply(status, body, "application/json")

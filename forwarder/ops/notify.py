@@ -37,10 +37,6 @@ class Notifier:
         watchdog_usec = int(usec) if usec.isdigit() and meant_for_us else None
         return cls(address, watchdog_usec)
 
-    @property
-    def enabled(self) -> bool:
-        return self._target is not None
-
     def ready(self, status: str | None = None) -> None:
         """Start-up is over: systemd now considers the unit active and starts what waits for it."""
         self._send("READY=1" if status is None else f"READY=1\nSTATUS={status}")

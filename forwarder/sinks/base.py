@@ -19,10 +19,6 @@ class Delivery:
 
     failed: Mapping[int, SinkError] = field(default_factory=dict)
 
-    @property
-    def complete(self) -> bool:
-        return not self.failed
-
 
 class Sink(ABC):
     """A destination; `deliver` returns only once each event is acknowledged or has failed."""

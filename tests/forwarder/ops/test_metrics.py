@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from emitter.config import ConfigError
 from forwarder.errors import ForwarderError
-from forwarder.ops.health import Readiness
 from forwarder.ops.metrics import BatchLatency, MetricsServer, parse_metrics_addr
 from tests.support.snapshots import sink_snapshot, snapshot
 
@@ -50,9 +49,7 @@ def source(shared_source) -> Source:
 
 @pytest.fixture(scope="module")
 def shared_server(shared_source) -> Iterator[MetricsServer]:
-    metrics = MetricsServer(
-        ("127.0.0.1", 0), shared_source, Readiness(stall_s=10, retry_budget_s=60)
-    )
+    metrics = MetricsServer(("127.0.0.1", 0), shared_source)
     metrics.start()
     try:
         yield metrics
@@ -132,43 +129,6 @@ class TestParseMetricsAddr:
         with pytest.raises(ConfigError) as caught:
             parse_metrics_addr(env)
         assert caught.value.value == raw
-
-
-class TestReadiness:
-    def test_live_until_the_loop_stalls(self):
-        """A loop that went round less than stall_s ago is alive; one older is not."""
-        readiness = Readiness(stall_s=10)
-        assert readiness.live(snapshot(loop_age_s=9.9))[0] is True
-        alive, reason = readiness.live(snapshot(loop_age_s=10.0))
-        assert alive is False
-        assert "stalled for 10.0 s" in reason
-
-    def test_retrying_within_budget_is_ready(self):
-        """A sink that started failing recently still counts as delivering."""
-        snap = snapshot(sinks={"kafka": sink_snapshot(retrying_since_s=59.0, last_error="timeout")})
-        ready, reasons = Readiness(retry_budget_s=60).ready(snap)
-        assert ready is True
-        assert reasons == {"kafka": "retrying for 59.0 s, within 60 s"}
-
-    def test_over_budget_names_the_sink_and_error(self):
-        """One sink over its budget makes the whole forwarder unready, with that sink's error."""
-        snap = snapshot(
-            sinks={
-                "kafka": sink_snapshot(retrying_since_s=61.0, last_error="broker unreachable"),
-                "socketio": sink_snapshot(),
-            }
-        )
-        ready, reasons = Readiness(retry_budget_s=60).ready(snap)
-        assert ready is False
-        assert reasons["kafka"] == "failing for 61.0 s, over the 60 s budget: broker unreachable"
-        assert reasons["socketio"] == "delivering"
-
-    def test_a_sink_no_longer_configured_does_not_make_it_unready(self):
-        """Its kept events are reported; readiness is about the sinks that deliver."""
-        kept = sink_snapshot(configured=False, queued=200)
-        ready, reasons = Readiness().ready(snapshot(sinks={"kafka": kept}))
-        assert ready is True
-        assert reasons == {"kafka": "not in ORDER_EVENT_MODE, 200 events kept"}
 
 
 class TestMetricsEndpoint:

@@ -77,7 +77,6 @@ class TestNotifier:
         notifier.watchdog()
         notifier.stopping()
         notifier.close()
-        assert not notifier.enabled
         assert notifier.watchdog_interval_s is None
 
     def test_send_error_is_logged_once_and_not_raised(self, tmp_path):

@@ -357,7 +357,7 @@ class TestKafkaSinkDeliver:
         delivery = make_sink(kafka_bootstrap, topic).deliver(batch)
         records = consume(kafka_bootstrap, topic, len(batch))
 
-        assert delivery.complete
+        assert not delivery.failed
         assert sorted(header(r, "event_id") for r in records) == sorted(sent)
         for record in records:
             envelope = sent[header(record, "event_id")]
@@ -391,7 +391,7 @@ class TestKafkaSinkDeliver:
         delivery = make_sink(kafka_bootstrap, topic, compression=compression).deliver(batch)
         records = consume(kafka_bootstrap, topic, len(batch))
 
-        assert delivery.complete
+        assert not delivery.failed
         assert [r.value for r in records] == [kafka_value(envelope) for envelope in batch]
 
     @pytest.mark.parametrize("acks", ["0", "1", "all"])
@@ -403,7 +403,7 @@ class TestKafkaSinkDeliver:
         delivery = make_sink(kafka_bootstrap, topic, acks=acks).deliver(batch)
         records = consume(kafka_bootstrap, topic, len(batch))
 
-        assert delivery.complete
+        assert not delivery.failed
         assert [header(r, "event_id") for r in records] == [e.id for e in batch]
 
     def test_refused_records_fail_alone(self, kafka_bootstrap, make_sink, kafka_client):
@@ -458,7 +458,7 @@ class TestKafkaSinkOutage:
         """Events sent while the broker is gone fail retriably; once it is back they arrive."""
         topic = unique_topic()
         sink = make_sink(kafka_broker.bootstrap, topic, request_timeout_ms=2000)
-        assert sink.deliver([make_envelope(0)]).complete
+        assert not sink.deliver([make_envelope(0)]).failed
         batch = [make_envelope(n) for n in range(1, 4)]
         kafka_broker.stop()
 
@@ -476,7 +476,7 @@ class TestKafkaSinkOutage:
         with capture_logs() as logs:
             delivery = sink.deliver(batch)
 
-        assert delivery.complete
+        assert not delivery.failed
         assert [log["event"] for log in logs] == ["producer_created"]
         records = consume(kafka_broker.bootstrap, topic, len(batch))
         assert [header(r, "event_id") for r in records] == [e.id for e in batch]

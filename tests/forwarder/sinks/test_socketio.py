@@ -94,8 +94,8 @@ class TestSocketIOSinkDeliver:
         batch = browser_batch()
         sink = make_sink(server.url)
         with browser_client(server.url) as browser:
-            assert sink.deliver(batch[:5]).complete
-            assert sink.deliver(batch[5:]).complete
+            assert not sink.deliver(batch[:5]).failed
+            assert not sink.deliver(batch[5:]).failed
             received = browser.wait_for(len(batch))
         assert json.dumps(received) == json.dumps(seen(batch))
 
@@ -115,7 +115,7 @@ class TestSocketIOSinkDeliver:
         batch = [envelope(0, "order_update", data)]
         sink = make_sink(server.url)
         with browser_client(server.url) as browser:
-            assert sink.deliver(batch).complete
+            assert not sink.deliver(batch).failed
             received = browser.wait_for(1)
         as_json = msgspec.json.decode(msgspec.json.encode(batch[0].data))
         assert received == [("order_update", as_json)]
@@ -129,7 +129,7 @@ class TestSocketIOSinkDeliver:
         sink = make_sink(server.url)
         with browser_client(server.url) as browser:
             delivery = sink.deliver(batch)
-            assert sink.deliver(browser_batch()[3:4]).complete
+            assert not sink.deliver(browser_batch()[3:4]).failed
             received = browser.wait_for(4)
         assert sorted(delivery.failed) == [1, 3]
         assert all(isinstance(e, PermanentSinkError) for e in delivery.failed.values())
@@ -148,7 +148,7 @@ class TestSocketIOSinkDeliver:
         assert server.url in sink.check()
         sink.close()
         with browser_client(server.url) as browser:
-            assert sink.deliver(browser_batch()[:1]).complete
+            assert not sink.deliver(browser_batch()[:1]).failed
             assert len(browser.wait_for(1)) == 1
 
 
@@ -180,9 +180,9 @@ class TestSocketIOSinkReachingTheApp:
         with plain_server(with_relay, unix_path=tmp_path / "app.sock") as url:
             sink = make_sink(url)
             assert url in sink.check()
-            assert sink.deliver(browser_batch()[:3]).complete
+            assert not sink.deliver(browser_batch()[:3]).failed
             sink.close()
-            assert sink.deliver(browser_batch()[3:5]).complete
+            assert not sink.deliver(browser_batch()[3:5]).failed
 
     def test_a_unix_socket_nobody_listens_on_is_retriable(self, tmp_path, make_sink):
         """A missing socket file (the app not started yet) is an outage, named, not a crash."""
@@ -199,7 +199,7 @@ class TestSocketIOSinkReachingTheApp:
                 make_sink(url).check()
             sink = make_sink(url, ca_file=str(cert))
             assert str(cert) in sink.check()
-            assert sink.deliver(browser_batch()[:2]).complete
+            assert not sink.deliver(browser_batch()[:2]).failed
 
 
 @pytest.mark.integration
@@ -219,7 +219,7 @@ class TestSocketIOSinkOutage:
         first, second = browser_batch()[:4], browser_batch(100)[4:]
         sink = make_sink(server.url)
         with browser_client(server.url) as browser:
-            assert sink.deliver(first).complete
+            assert not sink.deliver(first).failed
             assert browser.wait_for(len(first)) == seen(first)
             server.stop()
             wait_until(lambda: not browser.connected, "the browser to notice the outage")
@@ -228,7 +228,7 @@ class TestSocketIOSinkOutage:
             assert browser.events() == seen(first)
         server.start()
         with browser_client(server.url) as reloaded:
-            assert sink.deliver(second).complete
+            assert not sink.deliver(second).failed
             assert reloaded.wait_for(len(second)) == seen(second)
 
     def test_a_wrong_secret_is_retriable_and_logged_without_the_secret(self, server, make_sink):
@@ -290,7 +290,7 @@ class TestSocketIOSinkCallBytes:
         batch = [sized(n, 1_000, "é") for n in range(200)]
         with plain_server(configure) as url, browser_client(url) as browser:
             sink = make_sink(url)
-            assert sink.deliver(batch).complete
+            assert not sink.deliver(batch).failed
             assert sink.call_limit == 20_000
             received = browser.wait_for(len(batch))
         assert [payload["n"] for _, payload in received] == list(range(200))
@@ -364,7 +364,7 @@ class TestSocketIOSinkAcknowledgements:
         relay, url = scripted
         relay.answers = [CALL_MAX, CALL_MAX, 200]
         batch = [envelope(n, "order_event", {"n": n}) for n in range(2 * CALL_MAX + 200)]
-        assert make_sink(url).deliver(batch).complete
+        assert not make_sink(url).deliver(batch).failed
         assert [len(call) for call in relay.batches] == [CALL_MAX, CALL_MAX, 200]
         assert [item[1]["n"] for call in relay.batches for item in call] == list(range(len(batch)))
 
@@ -392,7 +392,7 @@ class TestSocketIOSinkAcknowledgements:
         relay, url = scripted
         relay.limits = {"max_bytes": 30_000}
         batch = [sized(n, 900) for n in range(100)] + [sized(n, 1) for n in range(100, 700)]
-        assert make_sink(url).deliver(batch).complete
+        assert not make_sink(url).deliver(batch).failed
         assert all(call_size(DEFAULT_NAMESPACE, call) <= 30_000 for call in relay.batches)
         assert max(len(call) for call in relay.batches) == CALL_MAX
         assert [item[1]["n"] for call in relay.batches for item in call] == list(range(700))
@@ -405,7 +405,7 @@ class TestSocketIOSinkAcknowledgements:
         relay.limits = "hang"
         relay.answers = [3]
         sink = make_sink(url, max_call_bytes=8_192)
-        assert sink.deliver(browser_batch()[:3]).complete
+        assert not sink.deliver(browser_batch()[:3]).failed
         assert sink.call_limit == 8_192
 
     def test_a_lost_acknowledgement_times_out_retriable_and_the_sink_recovers(
@@ -420,5 +420,5 @@ class TestSocketIOSinkAcknowledgements:
         assert all_retriable(delivery, 3)
         assert "no acknowledgement" in str(delivery.failed[0])
         relay.release.set()
-        assert sink.deliver(batch).complete
+        assert not sink.deliver(batch).failed
         assert relay.batches[0] == relay.batches[1]
