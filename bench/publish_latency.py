@@ -51,8 +51,8 @@ from bench.timing import BURST, BURST_PAUSE_S, PACED, Call, bursts, paced
 from demo.broker import running_broker
 from emitter.publisher import EventPublisher, encode_event
 from emitter.transport import PushTransport
-from forwarder.settings import KafkaSettings
 from forwarder.sinks.kafka import producer_config
+from forwarder.sinks.settings import KafkaSettings
 from tests.support.gunicorn import gunicorn
 
 HWM = 10000

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal, TypeVar, get_args
 
 import zmq
 import zmq.auth
@@ -22,8 +22,12 @@ __all__ = [
     "curve_options",
     "default_endpoint",
     "env_bool",
+    "env_choice",
     "env_int",
+    "env_optional",
+    "env_readable_file",
     "env_str",
+    "host_port",
     "ipc_path",
     "is_loopback",
     "load_certificate",
@@ -31,11 +35,15 @@ __all__ = [
     "resolve_endpoint",
 ]
 
-MODES: Final = ("SOCKETIO", "KAFKA")
+Mode = Literal["SOCKETIO", "KAFKA"]
+"""Where events go: the names ORDER_EVENT_MODE accepts, read alike by the app and the forwarder."""
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
 SOCKET_NAME: Final = "events.sock"
 RUNTIME_SUBDIR: Final = "openalgo-forwarder"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+Choice = TypeVar("Choice", bound=str)
 
 
 class ConfigError(ValueError):
@@ -85,6 +93,44 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(name, raw, "one of 1, 0, true, false, yes, no, on, off")
 
 
+def env_choice(
+    env: Mapping[str, str], name: str, default: Choice, accepted: tuple[Choice, ...]
+) -> Choice:
+    """One of `accepted` (usually a Literal's `get_args`), in any letter case; empty means the
+    default."""
+    value = env.get(name, "").strip() or default
+    matched = next((choice for choice in accepted if choice.lower() == value.lower()), None)
+    if matched is None:
+        raise ConfigError(name, value, "one of " + ", ".join(accepted))
+    return matched
+
+
+def env_optional(env: Mapping[str, str], name: str) -> str | None:
+    """A string setting, stripped; None when empty."""
+    return env.get(name, "").strip() or None
+
+
+def env_readable_file(env: Mapping[str, str], name: str) -> str | None:
+    """The path of a file this process can read; None when empty."""
+    path = env_optional(env, name)
+    if path is not None and not os.access(path, os.R_OK):
+        raise ConfigError(name, path, "the path of a readable file")
+    return path
+
+
+def host_port(text: str) -> tuple[str, int] | None:
+    """HOST:PORT with a port from 1 to 65535, an IPv6 address in brackets ([::1]:9464, the
+    brackets dropped); None for anything else, so the caller names its variable and value."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 def default_endpoint(env: Mapping[str, str] | None = None) -> str:
     """An ipc socket in the user's private runtime directory, never a guessable path in /tmp."""
     env = os.environ if env is None else env
@@ -115,10 +161,10 @@ def resolve_endpoint(env: Mapping[str, str], *, curve: bool = False) -> str:
         return endpoint
     if not endpoint.startswith("tcp://"):
         raise ConfigError("FORWARDER_ENDPOINT", endpoint, accepted)
-    host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    address = host_port(endpoint.removeprefix("tcp://"))
+    if address is None:
         raise ConfigError("FORWARDER_ENDPOINT", endpoint, accepted)
-    loopback = is_loopback(host.strip("[]"))
+    loopback = is_loopback(address[0])
     if not curve and not (allow_insecure and loopback):
         raise ConfigError("FORWARDER_ENDPOINT", endpoint, accepted)
     if not loopback and not allow_remote:
@@ -197,7 +243,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def order_event_modes(env: Mapping[str, str]) -> tuple[str, ...]:
+def order_event_modes(env: Mapping[str, str]) -> tuple[Mode, ...]:
     """ORDER_EVENT_MODE: where events go (SOCKETIO, KAFKA or both), read alike on both sides;
     empty means the default, SOCKETIO."""
     raw = env.get("ORDER_EVENT_MODE", "").strip() or "SOCKETIO"

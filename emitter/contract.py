@@ -7,6 +7,12 @@ from typing import Annotated, Any, Final
 import msgspec
 
 __all__ = [
+    "RELAY_BATCH_EVENT",
+    "RELAY_LIMITS_EVENT",
+    "RELAY_MIN_SECRET_LENGTH",
+    "RELAY_NAMESPACE",
+    "RELAY_REFUSED_MESSAGE",
+    "RELAY_RESERVED_EVENTS",
     "SCHEMA_VERSION",
     "SYSTEM_KEY",
     "Envelope",
@@ -18,6 +24,21 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 SYSTEM_KEY: Final = "admin"
 """Partition key of events that belong to no user (the seed keyed them so)."""
+
+RELAY_NAMESPACE: Final = "/openalgo-forwarder"
+"""The Socket.IO namespace the relay listens on and the forwarder connects to, by default."""
+RELAY_BATCH_EVENT: Final = "relay_batch"
+"""Carries a list of `[event_name, payload, user_id]` items; answered with the emitted count."""
+RELAY_LIMITS_EVENT: Final = "relay_limits"
+"""Answered with `{"max_bytes": n}`: the largest message the server accepts (None if unknown)."""
+RELAY_REFUSED_MESSAGE: Final = "relay secret refused"
+"""What a refused client is told, so it can tell a wrong secret from an unreachable server."""
+RELAY_MIN_SECRET_LENGTH: Final = 16
+RELAY_RESERVED_EVENTS: Final = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+"""Names Socket.IO clients give a meaning of their own: relaying one would confuse browsers."""
+
 
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 

@@ -23,34 +23,21 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import socketio
 
+from emitter.contract import (
+    RELAY_BATCH_EVENT,
+    RELAY_LIMITS_EVENT,
+    RELAY_MIN_SECRET_LENGTH,
+    RELAY_NAMESPACE,
+    RELAY_REFUSED_MESSAGE,
+    RELAY_RESERVED_EVENTS,
+)
 from emitter.direct_emits import original_emit
 
-__all__ = [
-    "BATCH_EVENT",
-    "DEFAULT_NAMESPACE",
-    "LIMITS_EVENT",
-    "MIN_SECRET_LENGTH",
-    "REFUSED_MESSAGE",
-    "RESERVED_EVENTS",
-    "install_relay",
-]
-
-DEFAULT_NAMESPACE: Final = "/openalgo-forwarder"
-BATCH_EVENT: Final = "relay_batch"
-"""Carries a list of `[event_name, payload, user_id]` items; answered with the emitted count."""
-LIMITS_EVENT: Final = "relay_limits"
-"""Answered with `{"max_bytes": n}`: the largest message the server accepts (None if unknown)."""
-REFUSED_MESSAGE: Final = "relay secret refused"
-"""What a refused client is told, so it can tell a wrong secret from an unreachable server."""
-MIN_SECRET_LENGTH: Final = 16
-RESERVED_EVENTS: Final = frozenset(
-    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
-)
-"""Names Socket.IO clients give a meaning of their own: relaying one would confuse browsers."""
+__all__ = ["install_relay"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +66,7 @@ class _Relay:
             return True
         reason = "no secret presented" if presented is None else "wrong secret"
         logger.warning("relay connection refused (%s): client %s from %s", reason, sid, remote)
-        raise socketio.exceptions.ConnectionRefusedError(REFUSED_MESSAGE)
+        raise socketio.exceptions.ConnectionRefusedError(RELAY_REFUSED_MESSAGE)
 
     def limits(self) -> dict[str, int | None]:
         """The server's own limit on one message, read when asked: it may be set after install."""
@@ -106,7 +93,7 @@ class _Relay:
             and len(item) == 3
             and isinstance(item[0], str)
             and item[0]
-            and item[0] not in RESERVED_EVENTS
+            and item[0] not in RELAY_RESERVED_EVENTS
             and isinstance(item[1], dict)
             and (item[2] is None or isinstance(item[2], str))
         ):
@@ -121,7 +108,7 @@ def install_relay(
     socketio_server: Any,
     secret: str,
     *,
-    namespace: str = DEFAULT_NAMESPACE,
+    namespace: str = RELAY_NAMESPACE,
     browser_namespace: str = "/",
     per_user_rooms: bool = False,
 ) -> None:
@@ -129,11 +116,11 @@ def install_relay(
 
     The relay re-emits with the server's own `emit`, not with `forward_direct_emits`'s wrapper,
     whichever of the two is installed first. Raises ValueError at app start-up for a secret
-    shorter than MIN_SECRET_LENGTH or a relay namespace that is the browsers' own; neither
+    shorter than RELAY_MIN_SECRET_LENGTH or a relay namespace that is the browsers' own; neither
     message contains the secret.
     """
-    if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
-        raise ValueError(f"the relay secret must be at least {MIN_SECRET_LENGTH} characters")
+    if not isinstance(secret, str) or len(secret) < RELAY_MIN_SECRET_LENGTH:
+        raise ValueError(f"the relay secret must be at least {RELAY_MIN_SECRET_LENGTH} characters")
     if namespace == browser_namespace:
         raise ValueError(f"the relay namespace {namespace!r} must differ from the browsers'")
     relay = _Relay(socketio_server, secret, browser_namespace, per_user_rooms)
@@ -158,8 +145,8 @@ def _install_flask(socketio_ext: Any, relay: _Relay, namespace: str) -> None:
         return relay.limits()
 
     socketio_ext.on_event("connect", on_connect, namespace=namespace)
-    socketio_ext.on_event(BATCH_EVENT, on_batch, namespace=namespace)
-    socketio_ext.on_event(LIMITS_EVENT, on_limits, namespace=namespace)
+    socketio_ext.on_event(RELAY_BATCH_EVENT, on_batch, namespace=namespace)
+    socketio_ext.on_event(RELAY_LIMITS_EVENT, on_limits, namespace=namespace)
 
 
 def _install_plain(server: Any, relay: _Relay, namespace: str) -> None:
@@ -175,5 +162,5 @@ def _install_plain(server: Any, relay: _Relay, namespace: str) -> None:
         return relay.limits()
 
     server.on("connect", on_connect, namespace=namespace)
-    server.on(BATCH_EVENT, on_batch, namespace=namespace)
-    server.on(LIMITS_EVENT, on_limits, namespace=namespace)
+    server.on(RELAY_BATCH_EVENT, on_batch, namespace=namespace)
+    server.on(RELAY_LIMITS_EVENT, on_limits, namespace=namespace)

@@ -27,16 +27,6 @@ REDACTED: Final = "[REDACTED]"
 MIN_SECRET_CHARS: Final = 6
 """Shorter values are not redacted: replacing every "abc" would garble the log, not protect it."""
 
-_QUIET_LIBRARIES: Final = (
-    "kafka",
-    "confluent_kafka",
-    "socketio",
-    "engineio",
-    "urllib3",
-    "websocket",
-)
-"""Client libraries that log every failed connection attempt, several a second while a broker is
-down; the sinks report the same failures once per attempt in `sink_retry`. Shown at DEBUG only."""
 WIRE_LOGGERS: Final = (
     "kafka.protocol",
     "kafka.net.connection",
@@ -58,9 +48,12 @@ def configure(
     *,
     secrets: Iterable[str] = (),
     wire: bool = False,
+    quiet: Iterable[str] = (),
 ) -> None:
     """Route structlog and the standard library's logging through one renderer on `stream`,
-    with `secrets` redacted from every line."""
+    with `secrets` redacted from every line. The `quiet` loggers (the sinks' client libraries,
+    which log every failed connection attempt while `sink_retry` reports each attempt once)
+    show only at DEBUG."""
     redactor = Redactor(secrets)
     out = cast(TextIO, RedactingStream(sys.stdout if stream is None else stream, redactor))
     as_json = log_format == "json" or (log_format == "auto" and not out.isatty())
@@ -92,7 +85,7 @@ def configure(
     root.handlers[:] = [handler]
     root.setLevel(level)
     debug = level <= logging.DEBUG
-    for name in _QUIET_LIBRARIES:
+    for name in quiet:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
     for name in WIRE_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if debug and wire else logging.WARNING)

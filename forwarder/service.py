@@ -66,8 +66,8 @@ class Forwarder:
         )
         self._metrics = (
             None
-            if settings.metrics_addr is None
-            else MetricsServer(settings.metrics_addr, self.stats.snapshot, latency=self._latency)
+            if settings.metrics is None
+            else MetricsServer(settings.metrics.address, self.stats.snapshot, latency=self._latency)
         )
         self._stop = threading.Event()
         self._disconnect_throttle = Throttle()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from forwarder.settings import SocketIOSettings
+from forwarder.sinks.settings import SocketIOSettings
 from forwarder.sinks.socketio import SocketIOSink
 from tests.support.socketio_server import (
     BUNDLE,

@@ -14,7 +14,7 @@ from forwarder import log_setup
 from forwarder.deadletter import DeadLetters
 from forwarder.envfile import EnvFile
 from forwarder.settings import Settings
-from forwarder.sinks import build_sinks
+from forwarder.sinks.table import build_sinks, noisy_libraries
 from forwarder.source import Source
 from forwarder.stats import Stats
 from forwarder.store import BUFFER_FILE
@@ -36,6 +36,7 @@ def run(
         stream=sys.stderr,
         secrets=settings.secrets,
         wire=settings.log_wire,
+        quiet=noisy_libraries(settings),
     )
     report = _Report()
     report.line("configuration", True, _describe(settings))
@@ -116,27 +117,5 @@ def _describe(settings: Settings) -> str:
         f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms",
         f"retry {settings.retry_base_ms}-{settings.retry_max_ms} ms",
     ]
-    if settings.kafka is not None:
-        kafka = settings.kafka
-        text = (
-            f"kafka ({kafka.client}) {','.join(kafka.bootstrap_servers)} topic {kafka.topic} "
-            f"compression {kafka.compression} acks {kafka.acks} {kafka.security_protocol}"
-        )
-        if kafka.sasl_mechanism is not None:
-            text += (
-                f" {kafka.sasl_mechanism} user {kafka.sasl_username} "
-                f"password {_set(kafka.sasl_password)}"
-            )
-        parts.append(text)
-    if settings.socketio is not None:
-        socketio = settings.socketio
-        parts.append(
-            f"socketio {socketio.url} namespace {socketio.namespace} "
-            f"relay secret {_set(socketio.relay_secret)} "
-            f"calls up to {socketio.max_call_bytes:,} bytes"
-        )
+    parts += [sink.describe() for sink in settings.sinks.values()]
     return "; ".join(parts)
-
-
-def _set(secret: str | None) -> str:
-    return "set" if secret else "not set"

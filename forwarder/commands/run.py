@@ -11,7 +11,7 @@ from forwarder import log_setup
 from forwarder.ops.notify import Notifier
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
-from forwarder.sinks import build_sinks
+from forwarder.sinks.table import build_sinks, noisy_libraries
 
 __all__ = ["HELP", "run"]
 
@@ -25,6 +25,7 @@ def run(settings: Settings) -> int:
         settings.log_format,
         secrets=settings.secrets,
         wire=settings.log_wire,
+        quiet=noisy_libraries(settings),
     )
     # A traceback Python prints itself (an uncaught error in a thread) is redacted too.
     sys.stderr = cast(

@@ -19,12 +19,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from emitter.config import ConfigError, env_bool, env_str, is_loopback
 from forwarder.errors import ForwarderError
 from forwarder.ops import health
 from forwarder.ops._threaded import ThreadedServer
 
-__all__ = ["BatchLatency", "MetricsServer", "parse_metrics_addr"]
+__all__ = ["BatchLatency", "MetricsServer"]
 
 log = structlog.get_logger("forwarder.metrics")
 
@@ -62,28 +61,6 @@ _COUNTERS: Final = (
 """The forwarder-wide counters of the stats snapshot: (metric name, help, snapshot key)."""
 
 Snapshot = Callable[[], Mapping[str, Any]]
-
-
-def parse_metrics_addr(env: Mapping[str, str]) -> tuple[str, int] | None:
-    """FORWARDER_METRICS_ADDR as (host, port); None when empty; loopback only unless allowed."""
-    raw = env_str(env, "FORWARDER_METRICS_ADDR", "", allow_empty=True)
-    if not raw:
-        return None
-    allow_remote = env_bool(env, "FORWARDER_METRICS_ALLOW_REMOTE", default=False)
-    accepted = (
-        "HOST:PORT on a loopback address such as 127.0.0.1:9464 or [::1]:9464 "
-        "(set FORWARDER_METRICS_ALLOW_REMOTE=1 for any other), or empty to serve no metrics"
-    )
-    host, sep, port = raw.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        host = ""
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("FORWARDER_METRICS_ADDR", raw, accepted)
-    if not allow_remote and not is_loopback(host):
-        raise ConfigError("FORWARDER_METRICS_ADDR", raw, accepted)
-    return host, int(port)
 
 
 class BatchLatency:

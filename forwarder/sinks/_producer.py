@@ -17,9 +17,9 @@ import structlog
 
 from emitter.contract import Envelope
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
-from forwarder.settings import KafkaSettings
 from forwarder.sinks.base import Delivery, Sink
 from forwarder.sinks.kafka_record import UNENCODABLE, kafka_value
+from forwarder.sinks.settings import KafkaSettings
 
 __all__ = [
     "CLOSE_TIMEOUT_S",

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import ClassVar
 
 from emitter.contract import Envelope
 from forwarder.errors import SinkError
@@ -24,6 +25,8 @@ class Sink(ABC):
     """A destination; `deliver` returns only once each event is acknowledged or has failed."""
 
     name: str = "sink"
+    noisy_libraries: ClassVar[tuple[str, ...]] = ()
+    """Loggers of the client library that report every failed attempt; shown at DEBUG only."""
     selective: bool = False
     """Whether `wants` may refuse an event; when not, the worker does not ask it of each one."""
 

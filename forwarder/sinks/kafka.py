@@ -12,7 +12,6 @@ from kafka.net.compat import KafkaNetClient
 
 from emitter.contract import Envelope
 from forwarder.errors import SinkError
-from forwarder.settings import KafkaSettings
 from forwarder.sinks._producer import (
     CLOSE_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_MS,
@@ -26,6 +25,7 @@ from forwarder.sinks._producer import (
     security_config,
 )
 from forwarder.sinks.kafka_record import kafka_headers
+from forwarder.sinks.settings import KafkaSettings
 
 __all__ = ["KafkaSink", "ProducerFactory", "producer_config", "translate_error"]
 
@@ -101,6 +101,8 @@ def _retriable(exc: BaseException) -> bool:
 
 class KafkaSink(ProducerSink):
     """The Kafka sink on kafka-python, a pure-Python client."""
+
+    noisy_libraries = ("kafka",)
 
     def __init__(
         self, settings: KafkaSettings, producer_factory: ProducerFactory | None = None

@@ -16,7 +16,6 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from emitter.contract import Envelope
 from forwarder.errors import SinkError
-from forwarder.settings import KafkaSettings
 from forwarder.sinks._producer import (
     CLOSE_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_MS,
@@ -30,6 +29,7 @@ from forwarder.sinks._producer import (
     security_config,
 )
 from forwarder.sinks.kafka_record import kafka_headers
+from forwarder.sinks.settings import KafkaSettings
 
 __all__ = ["ConfluentKafkaSink", "producer_config", "translate_error"]
 
@@ -151,6 +151,8 @@ class _Report:
 
 class ConfluentKafkaSink(ProducerSink):
     """The Kafka sink on librdkafka; delivery reports arrive in this thread, from flush()."""
+
+    noisy_libraries = ("confluent_kafka",)
 
     def __init__(self, settings: KafkaSettings) -> None:
         super().__init__(settings)

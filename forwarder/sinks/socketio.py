@@ -11,11 +11,16 @@ import msgspec
 import socketio
 import structlog
 
-from emitter.contract import Envelope
-from emitter.relay import BATCH_EVENT, LIMITS_EVENT, REFUSED_MESSAGE, RESERVED_EVENTS
+from emitter.contract import (
+    RELAY_BATCH_EVENT,
+    RELAY_LIMITS_EVENT,
+    RELAY_REFUSED_MESSAGE,
+    RELAY_RESERVED_EVENTS,
+    Envelope,
+)
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
-from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery, Sink
+from forwarder.sinks.settings import SocketIOSettings
 
 __all__ = ["CALL_MAX", "SocketIOSink", "call_size"]
 
@@ -53,6 +58,7 @@ class SocketIOSink(Sink):
     """
 
     name = "socketio"
+    noisy_libraries = ("socketio", "engineio", "urllib3", "websocket")
     selective = True
 
     def __init__(self, settings: SocketIOSettings) -> None:
@@ -82,7 +88,7 @@ class SocketIOSink(Sink):
         failed: dict[int, SinkError] = {}
         dumps = self._client.packet_class.json.dumps
         for index, envelope in enumerate(batch):
-            if envelope.event in RESERVED_EVENTS:
+            if envelope.event in RELAY_RESERVED_EVENTS:
                 failed[index] = PermanentSinkError(f"{envelope.event} is reserved by Socket.IO")
                 continue
             try:
@@ -183,7 +189,7 @@ class SocketIOSink(Sink):
             if connection is not None:
                 connection.close()
             self._client.disconnect()
-            if self._refusal == REFUSED_MESSAGE:
+            if self._refusal == RELAY_REFUSED_MESSAGE:
                 log.warning("relay_auth_refused", url=settings.url, namespace=settings.namespace)
                 raise RetriableSinkError(
                     f"the relay at {settings.url} refused SOCKETIO_RELAY_SECRET"
@@ -199,7 +205,7 @@ class SocketIOSink(Sink):
         settings = self._settings
         try:
             answer = self._client.call(
-                LIMITS_EVENT, namespace=settings.namespace, timeout=settings.ack_timeout_s
+                RELAY_LIMITS_EVENT, namespace=settings.namespace, timeout=settings.ack_timeout_s
             )
         except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
             answer = None
@@ -232,7 +238,7 @@ class SocketIOSink(Sink):
         timeout = self._settings.ack_timeout_s
         try:
             answer = self._client.call(
-                BATCH_EVENT, items, namespace=self._settings.namespace, timeout=timeout
+                RELAY_BATCH_EVENT, items, namespace=self._settings.namespace, timeout=timeout
             )
         except socketio.exceptions.TimeoutError:
             self._client.disconnect()
@@ -249,7 +255,7 @@ def call_size(namespace: str, items: Sequence[Any]) -> int:
     """Bytes of the Engine.IO message one relay call of `items` is, acknowledgement id included:
     what a server compares with its max_http_buffer_size. Measured by encoding it."""
     packet = socketio.packet.Packet(
-        socketio.packet.EVENT, [BATCH_EVENT, list(items)], namespace=namespace, id=_ACK_ID
+        socketio.packet.EVENT, [RELAY_BATCH_EVENT, list(items)], namespace=namespace, id=_ACK_ID
     )
     encoded = packet.encode()
     return 1 + len(encoded if isinstance(encoded, str) else encoded[0])  # "4": a message

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from emitter import EventPublisherFactory
+from emitter.contract import RELAY_BATCH_EVENT
 from emitter.direct_emits import FORWARDED_EVENTS, forward_direct_emits, original_emit
-from emitter.relay import BATCH_EVENT, install_relay
+from emitter.relay import install_relay
 from tests.emitter.conftest import Peer
 
 SOCKETIO = {"ORDER_EVENT_MODE": "SOCKETIO,KAFKA"}
@@ -156,7 +157,7 @@ class TestNoLoopThroughTheRelay:
         install_relay(server, RELAY_SECRET)
         if not wrapper_first:
             forward_direct_emits(server, SOCKETIO)
-        relay_batch = server.handlers[(BATCH_EVENT, "/openalgo-forwarder")]
+        relay_batch = server.handlers[(RELAY_BATCH_EVENT, "/openalgo-forwarder")]
         assert relay_batch("sid", [["master_contract_download", DOWNLOADED, None]]) == 1
         assert server.emitted == [
             ("master_contract_download", (DOWNLOADED,), {"namespace": "/", "to": None})

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import socketio
 
-from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, LIMITS_EVENT, install_relay
+from emitter.contract import RELAY_BATCH_EVENT, RELAY_LIMITS_EVENT, RELAY_NAMESPACE
+from emitter.relay import install_relay
 from tests.support.socketio_server import (
     BROWSER_EVENTS,
     browser_client,
@@ -37,7 +38,7 @@ def connect_relay(url: str, auth: Any) -> socketio.Client:
     client.connect(
         url,
         auth=auth,
-        namespaces=[DEFAULT_NAMESPACE],
+        namespaces=[RELAY_NAMESPACE],
         transports=["websocket"],
         wait_timeout=30,
     )
@@ -55,7 +56,7 @@ def relay_client(url: str) -> Iterator[socketio.Client]:
 
 
 def relay(client: socketio.Client, items: Any) -> Any:
-    return client.call(BATCH_EVENT, items, namespace=DEFAULT_NAMESPACE, timeout=30)
+    return client.call(RELAY_BATCH_EVENT, items, namespace=RELAY_NAMESPACE, timeout=30)
 
 
 def with_user_rooms(sio: socketio.Server) -> None:
@@ -184,7 +185,7 @@ def test_tells_a_client_the_most_its_server_takes_in_one_message():
         sio.eio.max_http_buffer_size = 50_000
 
     with plain_server(configure) as url, relay_client(url) as client:
-        answer = client.call(LIMITS_EVENT, namespace=DEFAULT_NAMESPACE, timeout=30)
+        answer = client.call(RELAY_LIMITS_EVENT, namespace=RELAY_NAMESPACE, timeout=30)
     assert answer == {"max_bytes": 50_000}
 
 
@@ -199,7 +200,7 @@ class TestRelayOnFlaskSocketIO:
                     connect_relay(server.url, auth)
             with relay_client(server.url) as client:
                 assert relay(client, ITEMS) == len(ITEMS)
-                limits = client.call(LIMITS_EVENT, namespace=DEFAULT_NAMESPACE, timeout=30)
+                limits = client.call(RELAY_LIMITS_EVENT, namespace=RELAY_NAMESPACE, timeout=30)
             assert limits == {"max_bytes": 1_000_000}, "Flask-SocketIO's default"
             received = browser.wait_for(len(ITEMS))
             wait_until(lambda: server.log_text().count("relay connection refused") == 2, "logs")

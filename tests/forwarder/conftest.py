@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from forwarder.settings import CLIENT_LIBRARIES
+from forwarder.sinks.settings import CLIENT_LIBRARIES
 from tests.support.broker import KafkaBroker, free_port, unique_topic
 from tests.support.forwarder import ForwarderProcess, running_forwarders
 from tests.support.proxy import FaultProxy, fault_proxy

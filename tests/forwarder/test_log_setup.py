@@ -16,6 +16,7 @@ import zmq.auth
 from emitter.publisher import publisher_from_env
 from forwarder.curve import keygen
 from forwarder.log_setup import REDACTED, WIRE_LOGGERS, Redactor, configure
+from forwarder.sinks.kafka import KafkaSink
 from tests.support.broker import KafkaBroker, free_port, unique_topic
 from tests.support.forwarder import ForwarderProcess, forwarder_env
 from tests.support.sasl import SASL_AUTHENTICATE, sasl_proxy
@@ -88,9 +89,9 @@ class TestConfigure:
     def test_client_library_connection_noise_shows_only_at_debug(self):
         """kafka-python logs each failed connect; sink_retry already reports it once per attempt."""
         quiet, verbose = io.StringIO(), io.StringIO()
-        configure(logging.INFO, "json", quiet)
+        configure(logging.INFO, "json", quiet, quiet=KafkaSink.noisy_libraries)
         logging.getLogger("kafka.net.manager").error("Connection failed: ECONNREFUSED")
-        configure(logging.DEBUG, "json", verbose)
+        configure(logging.DEBUG, "json", verbose, quiet=KafkaSink.noisy_libraries)
         logging.getLogger("kafka.net.manager").error("Connection failed: ECONNREFUSED")
         assert json_lines(quiet) == []
         assert [line["logger"] for line in json_lines(verbose)] == ["kafka.net.manager"]

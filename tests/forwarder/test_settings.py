@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import grp
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from emitter.config import ConfigError
+from emitter.config import MODES, ConfigError
 from forwarder.envfile import read_env_file
-from forwarder.settings import Settings
+from forwarder.settings import MetricsSettings, Settings
+from forwarder.sinks.table import SINKS
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = read_env_file(ROOT / ".sample.env").values
@@ -34,17 +36,17 @@ class TestDefaults:
         )
         assert (settings.retry_base_ms, settings.retry_max_ms) == (100, 30_000)
         assert (settings.shutdown_timeout_s, settings.stats_interval_s) == (10, 60)
-        assert settings.kafka is None
-        assert settings.socketio is not None
+        assert settings.sinks.get("KAFKA") is None
+        assert settings.sinks.get("SOCKETIO") is not None
 
     def test_both_modes_build_both_sink_sections(self):
         """SOCKETIO,KAFKA turns on both sinks, in a fixed order whatever the spelling."""
         settings = Settings.from_env({**SOCKETIO, "ORDER_EVENT_MODE": "kafka, socketio"})
         assert settings.modes == ("SOCKETIO", "KAFKA")
-        assert settings.kafka is not None
-        assert settings.kafka.topic == "from_openalgo_order_events"
-        assert settings.kafka.compression == "snappy"
-        assert settings.kafka.client == "kafka-python"
+        assert settings.sinks.get("KAFKA") is not None
+        assert settings.sinks.get("KAFKA").topic == "from_openalgo_order_events"
+        assert settings.sinks.get("KAFKA").compression == "snappy"
+        assert settings.sinks.get("KAFKA").client == "kafka-python"
 
     def test_systemd_state_directory_is_the_default_state_dir(self):
         """Under systemd StateDirectory= is used without any setting."""
@@ -85,8 +87,8 @@ class TestDefaults:
                 "KAFKA_SASL_PASSWORD": "sasl-password-value",
             }
         )
-        assert settings.kafka is not None
-        assert settings.kafka.sasl_password == "sasl-password-value"
+        assert settings.sinks.get("KAFKA") is not None
+        assert settings.sinks.get("KAFKA").sasl_password == "sasl-password-value"
         assert "sasl-password-value" not in repr(settings)
         assert SECRET not in repr(settings)
 
@@ -103,12 +105,12 @@ class TestEmptyMeansDefault:
         """.sample.env, read as systemd reads it, is a valid configuration without an edit."""
         settings = Settings.from_env(SAMPLE)
         assert settings == Settings.from_env({})
-        assert settings.socketio is not None
-        assert settings.socketio.relay_secret == ""
+        assert settings.sinks.get("SOCKETIO") is not None
+        assert settings.sinks.get("SOCKETIO").relay_secret == ""
 
     def test_the_relay_secret_may_be_left_empty_but_not_short(self):
         """Empty waits for the operator (the sink holds events); a short one is a mistake."""
-        assert Settings.from_env({"SOCKETIO_RELAY_SECRET": ""}).socketio is not None
+        assert Settings.from_env({"SOCKETIO_RELAY_SECRET": ""}).sinks.get("SOCKETIO") is not None
         with pytest.raises(ConfigError, match="SOCKETIO_RELAY_SECRET"):
             Settings.from_env({"SOCKETIO_RELAY_SECRET": "x"})
 
@@ -189,7 +191,7 @@ class TestInvalid:
     def test_a_unix_socket_url_names_the_socket(self):
         """gunicorn's --bind unix:PATH form is accepted as it is written."""
         env = {**SOCKETIO, "SOCKETIO_URL": "unix:/var/python/openalgo/openalgo.sock"}
-        socketio = Settings.from_env(env).socketio
+        socketio = Settings.from_env(env).sinks.get("SOCKETIO")
         assert socketio is not None
         assert socketio.unix_socket == "/var/python/openalgo/openalgo.sock"
 
@@ -208,8 +210,8 @@ class TestKafkaClient:
         """KAFKA_CLIENT takes the accepted names in any case, as the other choices do."""
         settings = Settings.from_env({**KAFKA, "KAFKA_CLIENT": value})
 
-        assert settings.kafka is not None
-        assert settings.kafka.client == client
+        assert settings.sinks.get("KAFKA") is not None
+        assert settings.sinks.get("KAFKA").client == client
 
     def test_confluent_without_its_library_stops_the_start_naming_the_install(self, monkeypatch):
         """Choosing confluent where confluent-kafka is missing is a setting error, not a crash."""
@@ -221,3 +223,76 @@ class TestKafkaClient:
         assert caught.value.variable == "KAFKA_CLIENT"
         assert caught.value.value == "confluent"
         assert "pip install 'openalgo-forwarder[forwarder,confluent]'" in str(caught.value)
+
+
+class TestMetricsSettings:
+    @pytest.mark.parametrize(
+        "env", [{}, {"FORWARDER_METRICS_ADDR": ""}, {"FORWARDER_METRICS_ADDR": " "}]
+    )
+    def test_empty_is_off(self, env):
+        """No address means no metrics server."""
+        assert MetricsSettings.from_env(env) is None
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+            ("127.0.0.2:9464", ("127.0.0.2", 9464)),
+            ("localhost:9100", ("localhost", 9100)),
+            ("[::1]:9464", ("::1", 9464)),
+        ],
+    )
+    def test_loopback(self, raw, expected):
+        """Loopback addresses, IPv6 in brackets, are accepted as they are."""
+        assert MetricsSettings.from_env({"FORWARDER_METRICS_ADDR": raw}) == MetricsSettings(
+            *expected
+        )
+
+    @pytest.mark.parametrize(
+        "raw", ["0.0.0.0:9464", "10.1.2.3:9464", "[::]:9464", "example.com:80"]
+    )
+    def test_remote_refused(self, raw):
+        """An address other machines could reach needs FORWARDER_METRICS_ALLOW_REMOTE=1."""
+        with pytest.raises(ConfigError) as caught:
+            MetricsSettings.from_env({"FORWARDER_METRICS_ADDR": raw})
+        assert caught.value.variable == "FORWARDER_METRICS_ADDR"
+        assert "FORWARDER_METRICS_ALLOW_REMOTE=1" in str(caught.value)
+
+    def test_remote_allowed(self):
+        """With the opt-in, any host is served."""
+        env = {"FORWARDER_METRICS_ADDR": "0.0.0.0:9464", "FORWARDER_METRICS_ALLOW_REMOTE": "1"}
+        assert MetricsSettings.from_env(env) == MetricsSettings("0.0.0.0", 9464)
+
+    @pytest.mark.parametrize(
+        "raw",
+        ["9464", ":9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:9464"],
+    )
+    def test_malformed(self, raw):
+        """A value that is not HOST:PORT with a usable port is refused, even with the opt-in."""
+        env = {"FORWARDER_METRICS_ADDR": raw, "FORWARDER_METRICS_ALLOW_REMOTE": "1"}
+        with pytest.raises(ConfigError) as caught:
+            MetricsSettings.from_env(env)
+        assert caught.value.value == raw
+
+
+class TestSinkTable:
+    def test_every_mode_has_one_row(self):
+        """ORDER_EVENT_MODE's names and the sink table's rows are the same set."""
+        assert set(SINKS) == set(MODES)
+
+    def test_sinks_are_read_in_the_table_s_order(self):
+        """`check`, `stats` and the metrics list the sinks in one order, whatever the mode says."""
+        env = {**SOCKETIO, "ORDER_EVENT_MODE": "SOCKETIO,KAFKA"}
+        assert list(Settings.from_env(env).sinks) == list(SINKS)
+
+    def test_reading_settings_loads_no_server_or_client_library(self):
+        """Settings stay cheap: no prometheus, no http.server, no Kafka or Socket.IO client."""
+        code = (
+            "import sys, forwarder.settings\n"
+            "heavy = ('prometheus_client', 'http.server', 'kafka', 'confluent_kafka', 'socketio')\n"
+            "print(','.join(name for name in heavy if name in sys.modules))"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert loaded == ""

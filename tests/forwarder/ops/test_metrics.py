@@ -13,9 +13,8 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from emitter.config import ConfigError
 from forwarder.errors import ForwarderError
-from forwarder.ops.metrics import BatchLatency, MetricsServer, parse_metrics_addr
+from forwarder.ops.metrics import BatchLatency, MetricsServer
 from tests.support.snapshots import sink_snapshot, snapshot
 
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -81,54 +80,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-class TestParseMetricsAddr:
-    @pytest.mark.parametrize(
-        "env", [{}, {"FORWARDER_METRICS_ADDR": ""}, {"FORWARDER_METRICS_ADDR": " "}]
-    )
-    def test_empty_is_off(self, env):
-        """No address means no metrics server."""
-        assert parse_metrics_addr(env) is None
-
-    @pytest.mark.parametrize(
-        ("raw", "expected"),
-        [
-            ("127.0.0.1:9464", ("127.0.0.1", 9464)),
-            ("127.0.0.2:9464", ("127.0.0.2", 9464)),
-            ("localhost:9100", ("localhost", 9100)),
-            ("[::1]:9464", ("::1", 9464)),
-        ],
-    )
-    def test_loopback(self, raw, expected):
-        """Loopback addresses, IPv6 in brackets, are accepted as they are."""
-        assert parse_metrics_addr({"FORWARDER_METRICS_ADDR": raw}) == expected
-
-    @pytest.mark.parametrize(
-        "raw", ["0.0.0.0:9464", "10.1.2.3:9464", "[::]:9464", "example.com:80"]
-    )
-    def test_remote_refused(self, raw):
-        """An address other machines could reach needs FORWARDER_METRICS_ALLOW_REMOTE=1."""
-        with pytest.raises(ConfigError) as caught:
-            parse_metrics_addr({"FORWARDER_METRICS_ADDR": raw})
-        assert caught.value.variable == "FORWARDER_METRICS_ADDR"
-        assert "FORWARDER_METRICS_ALLOW_REMOTE=1" in str(caught.value)
-
-    def test_remote_allowed(self):
-        """With the opt-in, any host is served."""
-        env = {"FORWARDER_METRICS_ADDR": "0.0.0.0:9464", "FORWARDER_METRICS_ALLOW_REMOTE": "1"}
-        assert parse_metrics_addr(env) == ("0.0.0.0", 9464)
-
-    @pytest.mark.parametrize(
-        "raw",
-        ["9464", ":9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x", "::1:9464"],
-    )
-    def test_malformed(self, raw):
-        """A value that is not HOST:PORT with a usable port is refused, even with the opt-in."""
-        env = {"FORWARDER_METRICS_ADDR": raw, "FORWARDER_METRICS_ALLOW_REMOTE": "1"}
-        with pytest.raises(ConfigError) as caught:
-            parse_metrics_addr(env)
-        assert caught.value.value == raw
 
 
 class TestMetricsEndpoint:

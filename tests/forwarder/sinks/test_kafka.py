@@ -21,11 +21,12 @@ from structlog.testing import capture_logs
 
 from emitter.contract import Envelope, decode_envelope, encode_envelope
 from forwarder.errors import PermanentSinkError, RetriableSinkError
-from forwarder.settings import KafkaSettings, Settings
+from forwarder.settings import Settings
 from forwarder.sinks import build_sinks, kafka, kafka_confluent
 from forwarder.sinks.kafka import KafkaSink, producer_config
 from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
 from forwarder.sinks.kafka_record import emit_time, kafka_value
+from forwarder.sinks.settings import KafkaSettings
 from tests.support.broker import consume, unique_topic
 
 SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data"]
@@ -258,7 +259,7 @@ class TestConfluentProducerConfig:
 class TestBuildSinks:
     def test_kafka_client_picks_the_library(self, kafka_client):
         """KAFKA_CLIENT picks the library; the sink is named kafka either way, in logs and stats."""
-        settings = Settings(modes=("KAFKA",), kafka=KafkaSettings(client=kafka_client))
+        settings = Settings(modes=("KAFKA",), sinks={"KAFKA": KafkaSettings(client=kafka_client)})
 
         [sink] = build_sinks(settings)
 

@@ -15,11 +15,11 @@ import pytest
 import socketio
 import structlog
 
-from emitter.contract import Envelope
-from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, LIMITS_EVENT, install_relay
+from emitter.contract import RELAY_BATCH_EVENT, RELAY_LIMITS_EVENT, RELAY_NAMESPACE, Envelope
+from emitter.relay import install_relay
 from forwarder.errors import PermanentSinkError, RetriableSinkError
-from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery
+from forwarder.sinks.settings import SocketIOSettings
 from forwarder.sinks.socketio import CALL_MAX, SocketIOSink, call_size
 from tests.support.socketio_server import (
     RelayServer,
@@ -272,10 +272,13 @@ class TestCallSize:
         items = [["order_event", {"pad": text * 50, "n": [1, 2.5, None]}, "alice"]] * 3
         for ack_id in (1, 123_456):
             sent = socketio.packet.Packet(
-                socketio.packet.EVENT, [BATCH_EVENT, items], namespace=DEFAULT_NAMESPACE, id=ack_id
+                socketio.packet.EVENT,
+                [RELAY_BATCH_EVENT, items],
+                namespace=RELAY_NAMESPACE,
+                id=ack_id,
             ).encode()
             reserve = 20 - len(str(ack_id))
-            assert call_size(DEFAULT_NAMESPACE, items) == 1 + len(sent) + reserve
+            assert call_size(RELAY_NAMESPACE, items) == 1 + len(sent) + reserve
 
 
 @pytest.mark.integration
@@ -320,13 +323,13 @@ class ScriptedRelay:
         self.limits: Any = {"max_bytes": 1_000_000}
 
     def install(self, sio: socketio.Server) -> None:
-        @sio.on(LIMITS_EVENT, namespace=DEFAULT_NAMESPACE)
+        @sio.on(RELAY_LIMITS_EVENT, namespace=RELAY_NAMESPACE)
         def on_limits(sid: str) -> Any:
             if self.limits == "hang":
                 self.release.wait(30)
             return self.limits
 
-        @sio.on(BATCH_EVENT, namespace=DEFAULT_NAMESPACE)
+        @sio.on(RELAY_BATCH_EVENT, namespace=RELAY_NAMESPACE)
         def on_batch(sid: str, items: Any) -> Any:
             self.batches.append(items)
             answer = self.answers.pop(0) if self.answers else len(items)
@@ -393,7 +396,7 @@ class TestSocketIOSinkAcknowledgements:
         relay.limits = {"max_bytes": 30_000}
         batch = [sized(n, 900) for n in range(100)] + [sized(n, 1) for n in range(100, 700)]
         assert not make_sink(url).deliver(batch).failed
-        assert all(call_size(DEFAULT_NAMESPACE, call) <= 30_000 for call in relay.batches)
+        assert all(call_size(RELAY_NAMESPACE, call) <= 30_000 for call in relay.batches)
         assert max(len(call) for call in relay.batches) == CALL_MAX
         assert [item[1]["n"] for call in relay.batches for item in call] == list(range(700))
 
