@@ -1,12 +1,21 @@
-"""The wire contract between the emitter and the forwarder: one msgpack-encoded envelope a frame."""
+"""Every shape that crosses a process boundary: the envelope (app to forwarder, one msgpack frame
+each), the relay item (forwarder to the app's Socket.IO relay) and the timestamps Kafka carries.
+
+The envelope's version can grow: a new version appends fields with defaults (the envelope is
+positional), so a frame of every earlier version, such as a disk buffer still holds after an
+upgrade, decodes unchanged; SCHEMA_VERSION goes up by one, and a test keeps a frame of each.
+"""
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Annotated, Any, Final
 
 import msgspec
 
 __all__ = [
+    "FIRST_SCHEMA_VERSION",
     "RELAY_BATCH_EVENT",
     "RELAY_LIMITS_EVENT",
     "RELAY_MIN_SECRET_LENGTH",
@@ -17,18 +26,26 @@ __all__ = [
     "SYSTEM_KEY",
     "Envelope",
     "InvalidEnvelope",
+    "RelayItem",
     "decode_envelope",
     "encode_envelope",
+    "frame_event_id",
+    "read_relay_item",
+    "relay_item",
+    "utc_timestamp",
 ]
 
+FIRST_SCHEMA_VERSION: Final = 1
 SCHEMA_VERSION: Final = 1
+"""What this emitter writes and the newest this forwarder reads; it reads every one since the
+first. A frame of a newer version is refused, its id kept for tracing (`frame_event_id`)."""
 SYSTEM_KEY: Final = "admin"
 """Partition key of events that belong to no user (the seed keyed them so)."""
 
 RELAY_NAMESPACE: Final = "/openalgo-forwarder"
 """The Socket.IO namespace the relay listens on and the forwarder connects to, by default."""
 RELAY_BATCH_EVENT: Final = "relay_batch"
-"""Carries a list of `[event_name, payload, user_id]` items; answered with the emitted count."""
+"""Carries a list of relay items; answered with the count emitted."""
 RELAY_LIMITS_EVENT: Final = "relay_limits"
 """Answered with `{"max_bytes": n}`: the largest message the server accepts (None if unknown)."""
 RELAY_REFUSED_MESSAGE: Final = "relay secret refused"
@@ -50,7 +67,7 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
     and tracking each of the many thousands the forwarder holds made its collections dominate.
     """
 
-    v: Annotated[int, msgspec.Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
+    v: Annotated[int, msgspec.Meta(ge=FIRST_SCHEMA_VERSION, le=SCHEMA_VERSION)]
     id: _NonEmpty
     """Unique per event: how sinks and consumers recognise a duplicate."""
     ts: Annotated[int, msgspec.Meta(gt=0)]
@@ -100,3 +117,59 @@ def decode_envelope(frame: bytes) -> Envelope:
         raise InvalidEnvelope(str(exc)) from exc
     except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
         raise InvalidEnvelope(f"undecodable frame: {type(exc).__name__}: {exc}") from exc
+
+
+def frame_event_id(frame: bytes) -> str | None:
+    """The id of a frame that is still a msgpack array (say, a newer schema), to trace it back."""
+    try:
+        fields = msgspec.msgpack.decode(frame)
+    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError, TypeError, OverflowError):
+        return None
+    if isinstance(fields, list) and len(fields) > 1 and isinstance(fields[1], str):
+        return fields[1]
+    return None
+
+
+class RelayItem(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One event for the browsers, `[event, payload, user_id]` on the wire: built and checked by
+    the forwarder, checked again by the relay before it emits."""
+
+    event: _NonEmpty
+    payload: dict[str, Any]
+    """JSON values only: what the browser receives."""
+    user_id: str | None
+
+    def __post_init__(self) -> None:
+        if self.event in RELAY_RESERVED_EVENTS:
+            raise ValueError(f"{self.event} is reserved by Socket.IO")
+
+
+def relay_item(event: str, payload: object, user_id: str | None) -> list[Any]:
+    """The item as Socket.IO sends it (JSON values); raises ValueError naming what is wrong."""
+    try:
+        item = msgspec.convert([event, msgspec.to_builtins(payload), user_id], RelayItem)
+    except TypeError as exc:
+        raise ValueError(f"{event} payload is not JSON: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(exc)) from exc
+    return [item.event, item.payload, item.user_id]
+
+
+def read_relay_item(raw: object) -> RelayItem | None:
+    """A received item, or None when it is not one (a relay skips it, counted)."""
+    try:
+        return msgspec.convert(raw, RelayItem)
+    except msgspec.ValidationError:
+        return None
+
+
+def utc_timestamp(ns: int) -> str:
+    """ISO-8601 UTC with microseconds and Z, as the seed wrote Kafka timestamps; the dead-letter
+    file uses it too. Hot, so the second is cached."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return f"{_second(seconds)}.{rest // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))

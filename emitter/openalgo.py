@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import msgspec
 
 from emitter.config import ConfigError, order_event_modes
-from emitter.publisher import get_event_publisher
+from emitter.publisher import EventPublisher, get_event_publisher
 from emitter.transport import ThrottledCounter
 
 __all__ = [
@@ -306,7 +306,11 @@ _failures: Final = ThrottledCounter("OpenAlgo bus events not forwarded")
 
 
 def forward(
-    event: Any, *, resolve_user: ResolveUser | None = None, browser_via_forwarder: bool = True
+    event: Any,
+    *,
+    resolve_user: ResolveUser | None = None,
+    browser_via_forwarder: bool = True,
+    publisher: EventPublisher | None = None,
 ) -> bool:
     """Publish one bus event (runs in the bus worker thread); True when queued, never raising.
 
@@ -325,7 +329,7 @@ def forward(
             name, data = shaped[0], without_api_keys(shaped[1])
             extra = {k: v for k, v in fields.items() if k not in data}
             browser = browser_via_forwarder
-        return get_event_publisher().emit(
+        return (get_event_publisher() if publisher is None else publisher).emit(
             name, data, user_id=user_id, topic=topic, browser=browser, extra=extra
         )
     except Exception as exc:  # the bus must keep serving its other subscribers
@@ -350,8 +354,12 @@ def register(
     resolve_user: ResolveUser | None = None,
     replacing: ModuleType | None = None,
     env: Mapping[str, str] | None = None,
+    publisher: EventPublisher | None = None,
 ) -> Callable[[Any], bool]:
     """Subscribe the bridge to every topic; `resolve_user(api_key)` names the event's user.
+
+    Events go to `publisher`, by default the process-wide one (`get_event_publisher()`), asked
+    for on each event so a fork or a reset is followed.
 
     `replacing` is the app's own Socket.IO subscriber module: when the forwarder delivers to
     browsers (`browser_via_forwarder(env)`), its functions are unsubscribed from every topic, so
@@ -365,7 +373,7 @@ def register(
             for topic in TOPICS:
                 bus.unsubscribe(topic, handler)
     callback = functools.partial(
-        forward, resolve_user=resolve_user, browser_via_forwarder=via_forwarder
+        forward, resolve_user=resolve_user, browser_via_forwarder=via_forwarder, publisher=publisher
     )
     for topic in TOPICS:
         bus.subscribe(topic, callback)

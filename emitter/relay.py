@@ -33,7 +33,7 @@ from emitter.contract import (
     RELAY_MIN_SECRET_LENGTH,
     RELAY_NAMESPACE,
     RELAY_REFUSED_MESSAGE,
-    RELAY_RESERVED_EVENTS,
+    read_relay_item,
 )
 from emitter.direct_emits import original_emit
 
@@ -87,20 +87,12 @@ class _Relay:
             )
         return emitted
 
-    def _emit_item(self, item: object) -> bool:
-        if not (
-            isinstance(item, list)
-            and len(item) == 3
-            and isinstance(item[0], str)
-            and item[0]
-            and item[0] not in RELAY_RESERVED_EVENTS
-            and isinstance(item[1], dict)
-            and (item[2] is None or isinstance(item[2], str))
-        ):
+    def _emit_item(self, raw: object) -> bool:
+        item = read_relay_item(raw)
+        if item is None:
             return False
-        event, payload, user_id = item
-        room = user_id if self._per_user_rooms and user_id else None
-        self._emit(event, payload, namespace=self._browser_namespace, to=room)
+        room = item.user_id if self._per_user_rooms and item.user_id else None
+        self._emit(item.event, item.payload, namespace=self._browser_namespace, to=room)
         return True
 
 

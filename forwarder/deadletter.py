@@ -11,15 +11,15 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-import msgspec
 import structlog
 
 from emitter.config import ConfigError
+from emitter.contract import utc_timestamp
 from emitter.throttle import Throttle
 from forwarder.settings import MAX_FRAME_BYTES, Settings
 from forwarder.stats import Stats
@@ -29,9 +29,7 @@ __all__ = [
     "HEAD_BYTES",
     "DeadLetters",
     "count_records",
-    "frame_event_id",
     "locked",
-    "utc_timestamp",
 ]
 
 FILE_NAME: Final = "dead-letters.jsonl"
@@ -45,23 +43,6 @@ _FIELDS_BYTES: Final = 16 << 10
 a frame whose base64 would not fit beside them is summarised before any of it is encoded."""
 
 log = structlog.get_logger("forwarder.deadletter")
-
-
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """ISO-8601 in UTC ending in Z, the form the Kafka envelope's timestamps use."""
-    moment = datetime.now(UTC) if moment is None else moment
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def frame_event_id(frame: bytes) -> str | None:
-    """The id of a frame that is still a msgpack array (say, a newer schema), to trace it back."""
-    try:
-        fields = msgspec.msgpack.decode(frame)
-    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError, TypeError, OverflowError):
-        return None
-    if isinstance(fields, list) and len(fields) > 1 and isinstance(fields[1], str):
-        return fields[1]
-    return None
 
 
 class DeadLetters:
@@ -148,7 +129,7 @@ class DeadLetters:
         kept = raw if whole else raw[:HEAD_BYTES]
         record = {
             "id": secrets.token_hex(8),
-            "time": utc_timestamp(),
+            "time": utc_timestamp(time.time_ns()),
             "reason": reason,
             "sink": sink,
             "event_id": event_id,

@@ -11,9 +11,9 @@ from typing import Any, Final
 
 import structlog
 
-from emitter.contract import Envelope, InvalidEnvelope, decode_envelope
+from emitter.contract import Envelope, InvalidEnvelope, decode_envelope, frame_event_id
 from emitter.throttle import Throttle
-from forwarder.deadletter import DeadLetters, frame_event_id
+from forwarder.deadletter import DeadLetters
 from forwarder.errors import ConfigError, ForwarderError, StartupError
 from forwarder.ops.control import ControlServer, control_path
 from forwarder.ops.metrics import BatchLatency, MetricsServer

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import time
 from typing import Any, Final
 
 import msgspec
 
-from emitter.contract import SYSTEM_KEY, Envelope
+from emitter.contract import SYSTEM_KEY, Envelope, utc_timestamp
 
-__all__ = ["UNENCODABLE", "emit_time", "kafka_headers", "kafka_value"]
+__all__ = ["UNENCODABLE", "kafka_headers", "kafka_value"]
 
 SOURCE: Final = "openalgo"
 VERSION: Final = "1.0"
@@ -44,7 +42,7 @@ def kafka_value(envelope: Envelope) -> bytes:
     return _json_encoder.encode(
         _Record(
             event_type=envelope.event,
-            timestamp=emit_time(envelope.ts),
+            timestamp=utc_timestamp(envelope.ts),
             user_id=envelope.user_id or SYSTEM_KEY,
             source=SOURCE,
             version=VERSION,
@@ -63,17 +61,6 @@ def _whole(envelope: Envelope) -> dict[str, Any]:
     for name, value in extra.items():
         whole.setdefault(name, value)
     return whole
-
-
-def emit_time(ns: int) -> str:
-    """ISO-8601 UTC with microseconds and Z, as the seed wrote it; hot, so the second is cached."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return f"{_second(seconds)}.{rest // 1000:06d}Z"
-
-
-@functools.lru_cache(maxsize=64)
-def _second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
-import msgspec
 import socketio
 import structlog
 
@@ -15,8 +14,8 @@ from emitter.contract import (
     RELAY_BATCH_EVENT,
     RELAY_LIMITS_EVENT,
     RELAY_REFUSED_MESSAGE,
-    RELAY_RESERVED_EVENTS,
     Envelope,
+    relay_item,
 )
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
 from forwarder.sinks.base import Delivery, Sink
@@ -88,13 +87,10 @@ class SocketIOSink(Sink):
         failed: dict[int, SinkError] = {}
         dumps = self._client.packet_class.json.dumps
         for index, envelope in enumerate(batch):
-            if envelope.event in RELAY_RESERVED_EVENTS:
-                failed[index] = PermanentSinkError(f"{envelope.event} is reserved by Socket.IO")
-                continue
             try:
-                item = [envelope.event, msgspec.to_builtins(envelope.data), envelope.user_id]
-            except TypeError as exc:
-                failed[index] = PermanentSinkError(f"{envelope.event} payload is not JSON: {exc}")
+                item = relay_item(envelope.event, envelope.data, envelope.user_id)
+            except ValueError as exc:
+                failed[index] = PermanentSinkError(str(exc))
                 continue
             items.append((index, item, len(dumps(item, separators=(",", ":")))))
         if not items:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -10,11 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emitter.contract import (
+    FIRST_SCHEMA_VERSION,
     SCHEMA_VERSION,
     Envelope,
     InvalidEnvelope,
+    RelayItem,
     decode_envelope,
     encode_envelope,
+    frame_event_id,
+    read_relay_item,
+    relay_item,
+    utc_timestamp,
 )
 
 ints = st.integers(-(2**63), 2**64 - 1)
@@ -58,13 +65,17 @@ NINE_FIELD_FRAME = (
 )
 """An order event as the emitter encoded it before the tenth field, `extra`, was added."""
 
+FRAMES_OF_EVERY_VERSION: dict[int, str] = {1: NINE_FIELD_FRAME}
+"""A frame each schema version's emitter wrote: a version bump adds its own here."""
+
 
 def not_int(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return values.filter(lambda v: type(v) is not int)
 
 
 WRONG_AT: dict[int, st.SearchStrategy[Any]] = {
-    0: ints.filter(lambda v: v != SCHEMA_VERSION) | not_int(msgpack_values),
+    0: ints.filter(lambda v: not FIRST_SCHEMA_VERSION <= v <= SCHEMA_VERSION)
+    | not_int(msgpack_values),
     1: st.just("") | msgpack_values.filter(lambda v: type(v) is not str),
     2: st.integers(-(2**63), 0) | not_int(msgpack_values),
     3: st.just("") | msgpack_values.filter(lambda v: type(v) is not str),
@@ -150,3 +161,79 @@ class TestDecodeEnvelope:
         """A frame from a producer that omits the last field is a browser event."""
         fields = [SCHEMA_VERSION, "id", 1, "order_event", None, None, "admin", {}]
         assert decode_envelope(msgspec.msgpack.encode(fields)).browser is True
+
+
+class TestSchemaVersions:
+    def test_a_frame_of_every_version_is_kept(self):
+        """Raising SCHEMA_VERSION without keeping a frame of the new version fails here."""
+        assert set(FRAMES_OF_EVERY_VERSION) == set(range(FIRST_SCHEMA_VERSION, SCHEMA_VERSION + 1))
+
+    @pytest.mark.parametrize(("version", "frame"), sorted(FRAMES_OF_EVERY_VERSION.items()))
+    def test_every_earlier_version_still_decodes(self, version, frame):
+        """Rows a disk buffer holds across an upgrade stay readable."""
+        assert decode_envelope(bytes.fromhex(frame)).v == version
+
+    def test_a_newer_version_is_refused_with_its_id_traceable(self):
+        """A frame from an emitter newer than this forwarder is refused, and named by its id."""
+        fields = [SCHEMA_VERSION + 1, "ev-next", 1, "order_event", None, None, "admin", {}]
+        frame = msgspec.msgpack.encode(fields)
+        with pytest.raises(InvalidEnvelope):
+            decode_envelope(frame)
+        assert frame_event_id(frame) == "ev-next"
+
+
+class TestFrameEventId:
+    def test_a_frame_of_another_schema_version_still_yields_its_id(self):
+        """An emitter newer than the forwarder is traced by event id."""
+        frame = msgspec.msgpack.encode([2, "ev-from-the-future", 1, "order_event"])
+        assert frame_event_id(frame) == "ev-from-the-future"
+
+    @pytest.mark.parametrize("frame", [b"", b"\xc1", b"\x93\x01", msgspec.msgpack.encode({"a": 1})])
+    def test_garbage_has_no_id(self, frame):
+        """Undecodable or non-array frames give None."""
+        assert frame_event_id(frame) is None
+
+
+@given(st.integers(min_value=1, max_value=4_102_444_800 * 10**9))
+def test_utc_timestamp_is_the_seeds_iso_format_for_any_instant(ns):
+    """The cached fast path writes exactly what datetime's isoformat writes, microseconds and Z."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+    assert utc_timestamp(ns) == moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class TestRelayItem:
+    def test_built_and_read_back_alike(self):
+        """What the forwarder sends is what the relay reads: [event, payload, user_id]."""
+        item = relay_item("order_event", {"when": datetime(2026, 1, 29, tzinfo=UTC)}, "alice")
+        assert item == ["order_event", {"when": "2026-01-29T00:00:00Z"}, "alice"]
+        assert read_relay_item(item) == RelayItem("order_event", item[1], "alice")
+
+    @pytest.mark.parametrize(
+        ("event", "payload", "reason"),
+        [
+            ("connect", {}, "connect is reserved by Socket.IO"),
+            ("order_event", {"x": object()}, "order_event payload is not JSON"),
+            ("", {}, "length >= 1"),
+        ],
+    )
+    def test_the_forwarder_refuses_what_the_relay_would_skip(self, event, payload, reason):
+        """The sender's check names the problem; the item is never sent."""
+        with pytest.raises(ValueError, match=reason):
+            relay_item(event, payload, None)
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            None,
+            [],
+            ["order_event", {}],
+            ["order_event", [], None],
+            ["order_event", {}, 7],
+            ["disconnect", {}, None],
+            ["", {}, None],
+            ["order_event", {}, None, "extra"],
+        ],
+    )
+    def test_the_relay_skips_anything_else(self, raw):
+        """A malformed item is skipped by the receiver, not raised."""
+        assert read_relay_item(raw) is None

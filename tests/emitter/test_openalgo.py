@@ -23,6 +23,8 @@ from emitter.openalgo import (
     register,
     without_api_keys,
 )
+from emitter.publisher import EventPublisher
+from emitter.testing import MemoryTransport
 from tests.emitter.conftest import Peer
 
 OPENALGO_TOPICS = (
@@ -707,3 +709,16 @@ class TestNoApiKeyInFrames:
         (frame,) = peer.frames(1)
         assert SECRET.encode() not in frame
         assert b"KEEP" in frame
+
+
+class TestRegisterWithAPublisher:
+    def test_events_go_to_the_publisher_given_not_the_process_wide_one(self):
+        """A test of the app's own wiring needs no socket, no environment and no singleton."""
+        transport = MemoryTransport()
+        bus = Bus()
+        register(bus, env={"ORDER_EVENT_MODE": "SOCKETIO"}, publisher=EventPublisher(transport))
+        bus.publish(make_event("order.placed", "live"))
+        (sent,) = transport.envelopes()
+        shown = expected_browser("order.placed", "live")
+        assert shown is not None
+        assert (sent.event, sent.topic, sent.data) == (shown[0], "order.placed", shown[1])

@@ -11,7 +11,6 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,8 +20,6 @@ from forwarder.deadletter import (
     FILE_NAME,
     HEAD_BYTES,
     DeadLetters,
-    frame_event_id,
-    utc_timestamp,
 )
 from forwarder.stats import Stats
 from tests.support.forwarder import envelope
@@ -176,22 +173,3 @@ class TestBounded:
         assert sum(line["count"] for line in discarded) == stats.dead_letters_discarded
         assert {line["log_level"] for line in discarded} == {"warning"}
         assert stats.snapshot()["dead_letters_discarded"] == stats.dead_letters_discarded
-
-
-class TestFrameEventId:
-    def test_a_frame_of_another_schema_version_still_yields_its_id(self):
-        """An emitter newer than the forwarder is traced by event id."""
-        frame = msgspec.msgpack.encode([2, "ev-from-the-future", 1, "order_event"])
-        assert frame_event_id(frame) == "ev-from-the-future"
-
-    @pytest.mark.parametrize("frame", [b"", b"\xc1", b"\x93\x01", msgspec.msgpack.encode({"a": 1})])
-    def test_garbage_has_no_id(self, frame):
-        """Undecodable or non-array frames give None."""
-        assert frame_event_id(frame) is None
-
-
-class TestUtcTimestamp:
-    def test_any_timezone_is_written_in_utc_with_a_z(self):
-        """Consumers compare timestamps as strings; one zone and one form keep that honest."""
-        moment = datetime.fromisoformat("2026-01-29T16:00:45.123456+05:30")
-        assert utc_timestamp(moment) == "2026-01-29T10:30:45.123456Z"

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from hypothesis import given
-from hypothesis import strategies as st
 from kafka import errors as kafka_errors
 from structlog.testing import capture_logs
 
@@ -25,7 +23,7 @@ from forwarder.settings import Settings
 from forwarder.sinks import build_sinks, kafka, kafka_confluent
 from forwarder.sinks.kafka import KafkaSink, producer_config
 from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
-from forwarder.sinks.kafka_record import emit_time, kafka_value
+from forwarder.sinks.kafka_record import kafka_value
 from forwarder.sinks.settings import KafkaSettings
 from tests.support.broker import consume, unique_topic
 
@@ -504,10 +502,3 @@ class TestKafkaSinkCheck:
             sink.check()
 
         assert time.monotonic() - started < OUTAGE_BOUND_S
-
-
-@given(st.integers(min_value=1, max_value=4_102_444_800 * 10**9))
-def test_emit_time_is_the_seeds_iso_format_for_any_instant(ns):
-    """The cached fast path writes exactly what datetime's isoformat writes, microseconds and Z."""
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
-    assert emit_time(ns) == moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
