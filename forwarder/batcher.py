@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from forwarder.store import Backlog, Batch
+from forwarder.store import Batch, Reader
 
 __all__ = ["Batcher"]
 
@@ -15,7 +15,7 @@ class Batcher:
 
     def __init__(
         self,
-        source: Backlog,
+        source: Reader,
         *,
         max_size: int,
         linger_s: float,

@@ -78,7 +78,7 @@ class Forwarder:
         self._stop.set()
 
     def run(self) -> None:
-        """Forward until stop(), then deliver what is held within the shutdown timeout.
+        """Forward until stop(), then deliver what waits within the shutdown timeout.
 
         Whatever stops the start (a port or socket in use, a locked or unwritable directory)
         is raised as one StartupError (a ConfigError stays one), so the command prints one line.
@@ -95,7 +95,7 @@ class Forwarder:
                 modes=list(self._settings.modes),
                 sinks=[sink.name for sink in self._sinks],
                 buffer=self._settings.buffer,
-                held={worker.sink.name: worker.depth() for worker in self._workers},
+                waiting={worker.sink.name: worker.waiting() for worker in self._workers},
                 pid=os.getpid(),
                 **self._durability(),
             )
@@ -113,9 +113,9 @@ class Forwarder:
             if started:
                 log.info(
                     "forwarder_stopped",
-                    undelivered={worker.sink.name: worker.depth() for worker in self._workers},
+                    waiting={worker.sink.name: worker.waiting() for worker in self._workers},
                     not_stored=dict(closed.not_stored),
-                    **self.stats.snapshot(),
+                    **self.stats.snapshot().as_dict(),
                 )
             self._control.close()
             if self._metrics is not None:
@@ -171,20 +171,20 @@ class Forwarder:
 
     def _count_unconfigured(self, store: Store) -> None:
         """A sink taken out of ORDER_EVENT_MODE keeps its events: counted, and said once."""
-        held = store.held()
-        for name in held:
+        unconfigured = store.unconfigured()
+        for name in unconfigured:
             self.stats.add_sink(
                 name,
-                functools.partial(_held_count, store, name),
-                functools.partial(_held_age_s, store, name),
+                functools.partial(_unconfigured_waiting, store, name),
+                functools.partial(_unconfigured_age_s, store, name),
                 configured=False,
             )
-        if held:
+        if unconfigured:
             log.warning(
-                "backlog_held",
-                sinks={name: kept.count for name, kept in held.items()},
+                "waiting_for_unconfigured_sink",
+                sinks={name: kept.count for name, kept in unconfigured.items()},
                 reason="not in ORDER_EVENT_MODE: delivered first, in order, once it is again",
-                discard=[f"openalgo-forwarder backlog discard {name}" for name in held],
+                discard=[f"openalgo-forwarder backlog discard {name}" for name in unconfigured],
             )
 
     def _durability(self) -> dict[str, object]:
@@ -209,7 +209,7 @@ class Forwarder:
                 self._notifier.status(self._status())
                 next_ping = now + (self._notifier.watchdog_interval_s or _STATUS_S)
             if interval and now >= next_stats:
-                log.info("stats", **self.stats.snapshot())
+                log.info("stats", **self.stats.snapshot().as_dict())
                 next_stats = now + interval
 
     def _count_connection_events(self) -> None:
@@ -249,7 +249,7 @@ class Forwarder:
             state = "retrying" if counters.retrying_since is not None else "ok"
             parts.append(
                 f"{worker.sink.name} {state}: delivered {counters.delivered}, "
-                f"queued {worker.depth()}"
+                f"waiting {worker.waiting()}"
             )
         return "; ".join(parts)
 
@@ -283,7 +283,7 @@ class Forwarder:
             counters.dropped += count
             self._drops.report(name, stored.reason or "dropped", counters.dropped)
         if stored.error is not None:
-            self._drops.write_failed(stored.error, stored.waiting)
+            self._drops.write_failed(stored.error, stored.unwritten)
 
     def _not_stored(self, closed: Closed) -> None:
         """Events the disk never took, lost as the forwarder stops: counted, and said per sink."""
@@ -307,13 +307,13 @@ class Forwarder:
                 log.exception("sink_close_failed", sink=sink.name)
 
 
-def _held_count(store: Store, sink: str) -> int:
-    kept = store.held().get(sink)
+def _unconfigured_waiting(store: Store, sink: str) -> int:
+    kept = store.unconfigured().get(sink)
     return 0 if kept is None else kept.count
 
 
-def _held_age_s(store: Store, sink: str) -> float | None:
-    kept = store.held().get(sink)
+def _unconfigured_age_s(store: Store, sink: str) -> float | None:
+    kept = store.unconfigured().get(sink)
     if kept is None or kept.oldest_ns is None or kept.count <= 0:
         return None
     return max(0.0, (time.time_ns() - kept.oldest_ns) / 1e9)
@@ -331,8 +331,8 @@ class _Drops:
         if (held := throttle.ready()) is not None:
             log.warning("event_dropped", sink=sink, reason=reason, dropped=dropped, suppressed=held)
 
-    def write_failed(self, error: str, waiting: int) -> None:
+    def write_failed(self, error: str, unwritten: int) -> None:
         if (held := self._write_throttle.ready()) is not None:
             log.error(
-                "buffer_write_failed", error=error, waiting_in_memory=waiting, suppressed=held
+                "buffer_write_failed", error=error, unwritten_in_memory=unwritten, suppressed=held
             )

@@ -29,8 +29,8 @@ log = structlog.get_logger("forwarder.worker")
 
 
 class SinkWorker:
-    """Owns a sink's backlog: batches it, delivers what the sink wants with retries in order,
-    dead-letters refusals and stored events that no longer read, and counts all of it."""
+    """Owns the events waiting for a sink: batches them, delivers what the sink wants with retries
+    in order, dead-letters refusals and stored events that no longer read, and counts all of it."""
 
     def __init__(
         self,
@@ -46,11 +46,11 @@ class SinkWorker:
     ) -> None:
         self.sink = sink
         self._clock = clock or SystemClock()
-        self._backlog = store.backlog(sink.name)
-        self.counters = stats.add_sink(sink.name, self.depth, self.oldest_age_s)
+        self._reader = store.reader(sink.name)
+        self.counters = stats.add_sink(sink.name, self.waiting, self.oldest_age_s)
         self._stats = stats
         self._batcher = Batcher(
-            self._backlog,
+            self._reader,
             max_size=settings.batch_max,
             linger_s=settings.batch_linger_ms / 1000,
             clock=self._clock.monotonic,
@@ -63,13 +63,13 @@ class SinkWorker:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
 
-    def depth(self) -> int:
+    def waiting(self) -> int:
         """Events this sink has yet to finish, the batch being delivered included."""
-        return self._backlog.depth()
+        return self._reader.waiting()
 
     def oldest_age_s(self) -> float | None:
         """Seconds the oldest event this sink has yet to finish has waited."""
-        return self._backlog.oldest_age_s()
+        return self._reader.oldest_age_s()
 
     def start(self) -> None:
         """Start delivering in the background."""
@@ -94,7 +94,7 @@ class SinkWorker:
                 return
 
     def _finish(self, batch: Batch) -> None:
-        """Deliver a batch and release it from the backlog, unless time ran out with some left."""
+        """Deliver a batch and release it from the store, unless time ran out with some left."""
         for damaged in batch.damaged:
             self.counters.dead_lettered += damaged.count
             self._stats.count_damage(1)
@@ -103,7 +103,7 @@ class SinkWorker:
         if self.sink.selective:
             wanted = [envelope for envelope in wanted if self.sink.wants(envelope)]
         if not wanted or self.deliver(wanted):
-            self._backlog.done(batch)
+            self._reader.done(batch)
 
     def _out_of_time(self) -> bool:
         return self._deadline is not None and self._clock.monotonic() >= self._deadline

@@ -284,7 +284,7 @@ class TestTheGuidesEdits:
         trade("SOCKETIO,KAFKA", "A1")
         # Back to KAFKA: the app first, then the forwarder once nothing waits for the browser.
         trade("KAFKA", "B1")
-        wait_until(lambda: buffered(forwarder, "socketio") == 0, "the socketio sink to drain")
+        wait_until(lambda: waiting(forwarder, "socketio") == 0, "the socketio sink to drain")
         forwarder.stop()
         forwarder = start_forwarder(forwarders, paths.root, with_mode(forwarder_settings, "KAFKA"))
         trade("KAFKA", "B2")
@@ -304,10 +304,10 @@ def wait_for_orders(browser: BrowserClient, count: int) -> None:
     assert len(browser.events()) == count
 
 
-def buffered(forwarder: ForwarderProcess, sink: str) -> int:
+def waiting(forwarder: ForwarderProcess, sink: str) -> int:
     result = run_cli("stats", "--json", env=forwarder.env)
     assert result.returncode == 0, result.stderr
-    count: int = json.loads(result.stdout)["sinks"][sink]["queued"]
+    count: int = json.loads(result.stdout)["sinks"][sink]["waiting"]
     return count
 
 

@@ -39,10 +39,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     log_setup.configure(settings.log_level_number, settings.log_format, stream=sys.stderr)
     path = settings.state_dir / BUFFER_FILE
     if not path.exists():
-        print(f"{path} does not exist: nothing is held for {args.sink}")
+        print(f"{path} does not exist: nothing waits for {args.sink}")
         return 0
     with StateLock(settings.state_dir):
         count = discard(path, args.sink)
     log.warning("backlog_discarded", sink=args.sink, discarded=count, path=str(path))
-    print(f"discarded {count:,} events held for {args.sink} in {path}")
+    print(f"discarded {count:,} events waiting for {args.sink} in {path}")
     return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from forwarder.ops.control import ControlError, query
 from forwarder.printable import printable
+from forwarder.stats import SinkSnapshot, Snapshot
 
 __all__ = ["HELP", "add_arguments", "format_duration", "render_stats", "run"]
 
@@ -35,34 +35,33 @@ def run(path: Path, *, as_json: bool) -> int:
     except ControlError as exc:
         print(f"openalgo-forwarder: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(snapshot, indent=2) if as_json else render_stats(snapshot))
+    print(json.dumps(snapshot.as_dict(), indent=2) if as_json else render_stats(snapshot))
     return 0
 
 
-def render_stats(snapshot: Mapping[str, Any]) -> str:
+def render_stats(snapshot: Snapshot) -> str:
     """The snapshot as a table an operator reads at a glance; `--json` gives the raw numbers."""
     lines = [
-        f"forwarder pid {snapshot['pid']}, up {format_duration(snapshot['uptime_s'])}",
-        f"received {snapshot['received']:,} events, "
-        f"{snapshot['decode_failures']:,} decode failures",
+        f"forwarder pid {snapshot.pid}, up {format_duration(snapshot.uptime_s)}",
+        f"received {snapshot.received:,} events, {snapshot.decode_failures:,} decode failures",
     ]
-    sinks: Mapping[str, Mapping[str, Any]] = snapshot["sinks"]
+    sinks = snapshot.sinks
     if not sinks:
         return "\n".join([*lines, "", "no sink configured"]) + "\n"
-    header = ("sink", "delivered", "retried", "buffered", "oldest", "dead-lettered", "dropped")
+    header = ("sink", "delivered", "retried", "waiting", "oldest", "dead-lettered", "dropped")
     rows = [header]
     states = []
     for name, sink in sinks.items():
-        oldest = sink.get("oldest_age_s")
+        oldest = sink.oldest_age_s
         rows.append(
             (
                 printable(name),
-                f"{sink['delivered']:,}",
-                f"{sink['retried']:,}",
-                f"{sink['queued']:,}",
+                f"{sink.delivered:,}",
+                f"{sink.retried:,}",
+                f"{sink.waiting:,}",
                 "-" if oldest is None else format_duration(oldest),
-                f"{sink['dead_lettered']:,}",
-                f"{sink['dropped']:,}",
+                f"{sink.dead_lettered:,}",
+                f"{sink.dropped:,}",
             )
         )
         states.append(_state(sink))
@@ -92,12 +91,12 @@ def format_duration(seconds: float) -> str:
     return f"{days}d {hours:02d}h"
 
 
-def _state(sink: Mapping[str, Any]) -> str:
-    if not sink.get("configured", True):
+def _state(sink: SinkSnapshot) -> str:
+    if not sink.configured:
         return "not in ORDER_EVENT_MODE: kept until it is again"
-    since = sink.get("retrying_since_s")
+    since = sink.retrying_since_s
     if since is None:
         return "delivering"
-    error = sink.get("last_error")
+    error = sink.last_error
     detail = f": {printable(str(error))}" if error else ""
     return f"retrying for {format_duration(since)}{detail}"

@@ -11,15 +11,17 @@ import json
 import os
 import socket
 import socketserver
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+import msgspec
 import structlog
 
 from emitter.config import ipc_path
 from forwarder.errors import ForwarderError
 from forwarder.ops._threaded import ThreadedServer
+from forwarder.stats import Snapshot
 
 __all__ = [
     "ControlError",
@@ -31,8 +33,6 @@ __all__ = [
 log = structlog.get_logger("forwarder.control")
 
 SOCKET_NAME: Final = "control.sock"
-
-Snapshot = Callable[[], Mapping[str, Any]]
 
 
 class ControlError(ForwarderError):
@@ -50,7 +50,7 @@ class ControlServer(ThreadedServer):
 
     thread_name = "control-socket"
 
-    def __init__(self, path: Path, snapshot: Snapshot, *, mode: int = 0o600) -> None:
+    def __init__(self, path: Path, snapshot: Callable[[], Snapshot], *, mode: int = 0o600) -> None:
         super().__init__()
         self.path = path
         self.snapshot = snapshot
@@ -82,7 +82,7 @@ class ControlServer(ThreadedServer):
     def document(self) -> bytes:
         """The snapshot as one JSON line; a failing snapshot becomes an error the client shows."""
         try:
-            return json.dumps(self.snapshot(), default=_plain).encode() + b"\n"
+            return json.dumps(self.snapshot().as_dict()).encode() + b"\n"
         except Exception as exc:
             log.error("control_snapshot_failed", error=repr(exc))
             return json.dumps({"error": f"stats snapshot failed: {exc!r}"}).encode() + b"\n"
@@ -107,7 +107,7 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(self.server.app.document())
 
 
-def query(path: Path, timeout: float = 5.0) -> dict[str, Any]:
+def query(path: Path, timeout: float = 5.0) -> Snapshot:
     """Ask the running forwarder for its stats; ControlError names the reason it could not."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -133,11 +133,12 @@ def query(path: Path, timeout: float = 5.0) -> dict[str, Any]:
         document = json.loads(b"".join(chunks))
     except ValueError as exc:
         raise ControlError(f"the answer on {path} is not a stats document: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ControlError(f"the answer on {path} is not a stats document")
-    if "error" in document:
+    if isinstance(document, dict) and "error" in document:
         raise ControlError(f"the forwarder could not report its stats: {document['error']}")
-    return document
+    try:
+        return Snapshot.from_dict(document)
+    except msgspec.ValidationError as exc:
+        raise ControlError(f"the answer on {path} is not a stats document: {exc}") from exc
 
 
 def _answers(path: Path) -> bool:
@@ -150,9 +151,3 @@ def _answers(path: Path) -> bool:
         except OSError:
             return True
         return True
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, cast
@@ -22,6 +22,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from forwarder.errors import ForwarderError
 from forwarder.ops import health
 from forwarder.ops._threaded import ThreadedServer
+from forwarder.stats import Metric as SnapshotMetric
+from forwarder.stats import Snapshot, metrics
 
 __all__ = ["BatchLatency", "MetricsServer"]
 
@@ -31,36 +33,7 @@ PREFIX: Final = "openalgo_forwarder"
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30)
 """From a local Socket.IO relay (about a millisecond) to a Kafka cluster that is failing over."""
 
-_SINK_COUNTERS: Final = (
-    ("delivered", "Events the sink acknowledged."),
-    ("retried", "Delivery attempts that failed and were tried again."),
-    ("dead_lettered", "Events the sink refused for good, kept in the dead-letter file."),
-    ("dropped", "Events discarded because the sink's buffer was full."),
-    ("batches", "Batches the sink acknowledged."),
-)
-
-_COUNTERS: Final = (
-    ("events_received", "Frames read from the socket.", "received"),
-    ("decode_failures", "Frames that were not valid envelopes.", "decode_failures"),
-    (
-        "disconnects",
-        "Emitter connections that ended (process exit, or a frame over the size limit).",
-        "disconnects",
-    ),
-    (
-        "emitters_refused",
-        "CURVE handshakes refused (a client key not listed, or a client without CURVE).",
-        "emitters_refused",
-    ),
-    (
-        "dead_letters_discarded",
-        "Dead letters lost when the rotated dead-letter file was replaced.",
-        "dead_letters_discarded",
-    ),
-)
-"""The forwarder-wide counters of the stats snapshot: (metric name, help, snapshot key)."""
-
-Snapshot = Callable[[], Mapping[str, Any]]
+Snapshots = Callable[[], Snapshot]
 
 
 class BatchLatency:
@@ -85,47 +58,32 @@ class BatchLatency:
 
 
 class _StatsCollector:
-    """Turns the stats snapshot into metric families at scrape time, so nothing is counted twice."""
+    """Turns the stats snapshot into metric families at scrape time, so nothing is counted twice;
+    which fields are exported, and as what, the snapshot's own fields say."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshots) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        for metric, help_text, key in _COUNTERS:
-            yield CounterMetricFamily(f"{PREFIX}_{metric}", help_text, value=snap[key])
-        yield GaugeMetricFamily(
-            f"{PREFIX}_uptime_seconds", "Seconds since the process started.", value=snap["uptime_s"]
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_main_loop_age_seconds",
-            "Seconds since the main loop last went round.",
-            value=snap["loop_age_s"],
-        )
-        sinks: Mapping[str, Mapping[str, Any]] = snap["sinks"]
-        for key, help_text in _SINK_COUNTERS:
-            family = CounterMetricFamily(f"{PREFIX}_sink_{key}", help_text, labels=["sink"])
-            for name, sink in sinks.items():
-                family.add_metric([name], sink[key])
-            yield family
-        gauges = (
-            ("backlog_events", "Events buffered for the sink, not yet acknowledged.", "queued"),
-            (
-                "oldest_event_age_seconds",
-                "Age of the oldest event buffered for the sink; 0 when none is.",
-                "oldest_age_s",
-            ),
-            (
-                "retrying_seconds",
-                "Seconds the sink has been failing; 0 while it delivers.",
-                "retrying_since_s",
-            ),
-        )
-        for metric, help_text, key in gauges:
-            gauge = GaugeMetricFamily(f"{PREFIX}_sink_{metric}", help_text, labels=["sink"])
-            for name, sink in sinks.items():
-                gauge.add_metric([name], sink[key] or 0)
-            yield gauge
+        for metric, value in metrics(snap):
+            yield _family(metric, f"{PREFIX}_{metric.name}", value=value or 0)
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for name, sink in snap.sinks.items():
+            for metric, value in metrics(sink):
+                family = families.get(metric.name)
+                if family is None:
+                    family = _family(metric, f"{PREFIX}_sink_{metric.name}", labels=["sink"])
+                    families[metric.name] = family
+                family.add_metric([name], value or 0)
+        yield from families.values()
+
+
+def _family(
+    metric: SnapshotMetric, name: str, **kwargs: Any
+) -> CounterMetricFamily | GaugeMetricFamily:
+    family = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
+    return family(name, metric.help, **kwargs)
 
 
 class MetricsServer(ThreadedServer):
@@ -136,7 +94,7 @@ class MetricsServer(ThreadedServer):
     def __init__(
         self,
         addr: tuple[str, int],
-        snapshot: Snapshot,
+        snapshot: Snapshots,
         latency: BatchLatency | None = None,
     ) -> None:
         super().__init__()

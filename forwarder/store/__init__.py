@@ -6,22 +6,22 @@ from collections.abc import Sequence
 
 from forwarder.settings import Settings
 from forwarder.store._file import BUFFER_FILE
-from forwarder.store.base import Backlog, Batch, Closed, Damaged, Held, Store, Stored
+from forwarder.store.base import Batch, Closed, Damaged, Reader, Store, Stored, Unconfigured
 from forwarder.store.disk import DiskStore, Salvage, discard, open_disk
 from forwarder.store.memory import MemoryStore
 
 __all__ = [
     "BUFFER_FILE",
-    "Backlog",
     "Batch",
     "Closed",
     "Damaged",
     "DiskStore",
-    "Held",
     "MemoryStore",
+    "Reader",
     "Salvage",
     "Store",
     "Stored",
+    "Unconfigured",
     "discard",
     "open_disk",
     "open_store",

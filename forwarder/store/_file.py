@@ -35,10 +35,10 @@ __all__ = [
     "connect_reader",
     "cursors",
     "finished_by_all",
-    "held",
     "pack",
     "transaction",
     "unpack",
+    "waiting",
 ]
 
 BUFFER_FILE: Final = "buffer.sqlite"
@@ -151,7 +151,7 @@ def cursors(db: sqlite3.Connection) -> dict[str, Cursor]:
     return {sink: Cursor(bit, acked) for sink, bit, acked in rows}
 
 
-def held(db: sqlite3.Connection, cursor: Cursor) -> tuple[int, float | None]:
+def waiting(db: sqlite3.Connection, cursor: Cursor) -> tuple[int, float | None]:
     """Events a sink has not finished, and when the oldest of them was stored."""
     count, oldest = db.execute(
         "SELECT COALESCE(SUM(MIN(count, last_seq - ?)), 0), MIN(stored_at) FROM runs"

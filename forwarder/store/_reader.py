@@ -1,4 +1,4 @@
-"""One sink's backlog in the disk store: from the tail while the sink keeps up, from the file,
+"""One sink's reader in the disk store: from the tail while the sink keeps up, from the file,
 on a connection of its own, once it fell behind."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 from emitter.contract import InvalidEnvelope, decode_envelope
 from forwarder.store._file import connect_reader, unpack
 from forwarder.store._tail import Tail
-from forwarder.store.base import Backlog, Batch, Damaged, Progress
+from forwarder.store.base import Batch, Damaged, Progress, Reader
 
-__all__ = ["FileBacklog"]
+__all__ = ["FileReader"]
 
 
-class FileBacklog(Backlog):
+class FileReader(Reader):
     """One sink's reader: from the tail while it keeps up, from the file on its own connection
     once it fell behind."""
 
@@ -112,8 +112,8 @@ class FileBacklog(Backlog):
         with self._tail.lock:
             self.progress.finish(batch)
 
-    def depth(self) -> int:
-        return self.progress.held
+    def waiting(self) -> int:
+        return self.progress.waiting
 
     def oldest_age_s(self) -> float | None:
         with self._tail.lock:

@@ -21,7 +21,7 @@ from typing import Final
 
 from emitter.contract import Envelope
 
-__all__ = ["Backlog", "Batch", "Closed", "Damaged", "Held", "Progress", "Store", "Stored"]
+__all__ = ["Batch", "Closed", "Damaged", "Progress", "Reader", "Store", "Stored", "Unconfigured"]
 
 BUFFER_FULL: Final = "buffer_full"
 QUEUE_FULL: Final = "queue_full"
@@ -69,18 +69,18 @@ class Batch:
 class Stored:
     """What a put or maintenance did not keep: per sink, events dropped, and why.
 
-    `error` is the disk's refusal when a write failed; `waiting` counts the events kept in
+    `error` is the disk's refusal when a write failed; `unwritten` counts the events kept in
     memory until the disk takes them.
     """
 
     dropped: Mapping[str, int] = field(default_factory=dict)
     reason: str | None = None
     error: str | None = None
-    waiting: int = 0
+    unwritten: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class Unconfigured:
     """Events kept for a sink no longer configured, and the emit time (ns) of the oldest."""
 
     count: int
@@ -94,7 +94,7 @@ class Closed:
     not_stored: Mapping[str, int] = field(default_factory=dict)
 
 
-class Backlog(ABC):
+class Reader(ABC):
     """One sink's waiting events, oldest first; safe to use from that sink's worker thread."""
 
     @abstractmethod
@@ -108,7 +108,7 @@ class Backlog(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def depth(self) -> int:
+    def waiting(self) -> int:
         """Events this sink has not finished, those taken included; read from memory only."""
         raise NotImplementedError
 
@@ -127,16 +127,16 @@ class Store(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def backlog(self, sink: str) -> Backlog:
-        """The backlog of a configured sink; one per sink."""
+    def reader(self, sink: str) -> Reader:
+        """The reader of a configured sink's waiting events; one per sink."""
         raise NotImplementedError
 
     def maintain(self) -> Stored:
         """Housekeeping between receives, on the receiving thread; the memory store has none."""
         return Stored()
 
-    def held(self) -> Mapping[str, Held]:
-        """Backlogs kept for sinks that are no longer configured."""
+    def unconfigured(self) -> Mapping[str, Unconfigured]:
+        """Events waiting for sinks that are no longer configured."""
         return {}
 
     @abstractmethod
@@ -149,22 +149,22 @@ class Progress:
     """A sink's outstanding batches: how far it finished, how much it holds, since when.
 
     Not thread-safe: the store calls it under its own lock. `finished` is the last position of
-    the contiguous prefix of finished batches; `held` counts events added and not finished.
+    the contiguous prefix of finished batches; `waiting` counts events added and not finished.
     """
 
-    def __init__(self, finished: int = 0, held: int = 0, oldest_ns: int | None = None) -> None:
+    def __init__(self, finished: int = 0, waiting: int = 0, oldest_ns: int | None = None) -> None:
         self.finished = finished
         self.taken = finished
-        self.held = held
+        self.waiting = waiting
         self._oldest_ns = oldest_ns
         self._outstanding: deque[list[int]] = deque()
         """[first, last, events, first emit ns, last emit ns, finished (0/1)] per batch."""
 
     def added(self, count: int, first_ns: int) -> None:
         """`count` new events belong to the sink; the first was emitted at `first_ns`."""
-        if self.held == 0:
+        if self.waiting == 0:
             self._oldest_ns = first_ns
-        self.held += count
+        self.waiting += count
 
     def taken_out(self, batch: Batch) -> None:
         """The batch goes to the worker."""
@@ -186,22 +186,22 @@ class Progress:
         last_ns = None
         while self._outstanding and self._outstanding[0][5]:
             _, self.finished, events, _, last_ns, _ = self._outstanding.popleft()
-            self.held -= events
+            self.waiting -= events
         if self._outstanding:
             self._oldest_ns = self._outstanding[0][3]
         elif last_ns is not None:
             # The next event is newer than the last one finished: close enough, and no read.
-            self._oldest_ns = last_ns if self.held > 0 else None
+            self._oldest_ns = last_ns if self.waiting > 0 else None
 
     def lost(self, count: int) -> None:
         """Events not yet taken were dropped."""
-        self.held -= count
-        if self.held <= 0 and not self._outstanding:
+        self.waiting -= count
+        if self.waiting <= 0 and not self._outstanding:
             self._oldest_ns = None
 
     def oldest_age_s(self) -> float | None:
-        """Seconds since the oldest unfinished event was emitted; None when none is held."""
+        """Seconds since the oldest unfinished event was emitted; None when none waits."""
         oldest = self._outstanding[0][3] if self._outstanding else self._oldest_ns
-        if oldest is None or self.held <= 0:
+        if oldest is None or self.waiting <= 0:
             return None
         return max(0.0, (time.time_ns() - oldest) / 1e9)

@@ -38,23 +38,23 @@ from forwarder.store._file import (
     connect,
     cursors,
     finished_by_all,
-    held,
     pack,
     transaction,
     unpack,
+    waiting,
 )
-from forwarder.store._reader import FileBacklog
+from forwarder.store._reader import FileReader
 from forwarder.store._salvage import salvage
 from forwarder.store._tail import Run, Tail
 from forwarder.store.base import (
     BUFFER_FULL,
     WRITE_FAILED,
-    Backlog,
     Closed,
-    Held,
     Progress,
+    Reader,
     Store,
     Stored,
+    Unconfigured,
 )
 
 __all__ = ["DiskStore", "Salvage", "discard", "open_disk"]
@@ -113,7 +113,7 @@ def discard(path: Path, sink: str) -> int:
         known = cursors(db)
         if sink not in known:
             return 0
-        count, _ = held(db, known[sink])
+        count, _ = waiting(db, known[sink])
         last = db.execute("SELECT value FROM meta WHERE key = 'last'").fetchone()[0]
         known[sink] = Cursor(known[sink].bit, max(last, known[sink].acked))
         condition, parameters = finished_by_all(known)
@@ -222,18 +222,18 @@ class DiskStore(Store):
         self._mask = sum(self._known[name].bit for name in sinks)
         self._bytes: int = db.execute("SELECT COALESCE(SUM(size), 0) FROM runs").fetchone()[0]
         self._tail = Tail(self._last)
-        self._readers: dict[str, FileBacklog] = {}
-        self._held: dict[str, _Kept] = {}
+        self._readers: dict[str, FileReader] = {}
+        self._unconfigured: dict[str, _Kept] = {}
         for name, cursor in self._known.items():
-            count, oldest = held(db, cursor)
+            count, oldest = waiting(db, cursor)
             oldest_ns = None if oldest is None else int(oldest * 1e9)
             if name in sinks:
                 progress = Progress(cursor.acked, count, oldest_ns)
-                self._readers[name] = FileBacklog(self._tail, path, cursor.bit, progress)
+                self._readers[name] = FileReader(self._tail, path, cursor.bit, progress)
             elif count:
-                self._held[name] = _Kept(count, oldest_ns)
+                self._unconfigured[name] = _Kept(count, oldest_ns)
         self._pending: dict[str, tuple[int, int]] = {}
-        self._waiting_frames: list[bytes] = []
+        self._unwritten_frames: list[bytes] = []
         self._waiting_envelopes: list[Envelope] = []
         self._saved_at = time.monotonic()
         self._checkpointer = Checkpointer(path, synchronous=self.synchronous)
@@ -243,24 +243,27 @@ class DiskStore(Store):
         """PRAGMA synchronous of the writer's connection: 2 FULL, 1 NORMAL, 0 OFF."""
         return int(self._db.execute("PRAGMA synchronous").fetchone()[0])
 
-    def backlog(self, sink: str) -> Backlog:
+    def reader(self, sink: str) -> Reader:
         return self._readers[sink]
 
-    def held(self) -> Mapping[str, Held]:
+    def unconfigured(self) -> Mapping[str, Unconfigured]:
         with self._tail.lock:
-            return {name: Held(kept.count, kept.oldest_ns) for name, kept in self._held.items()}
+            return {
+                name: Unconfigured(kept.count, kept.oldest_ns)
+                for name, kept in self._unconfigured.items()
+            }
 
     def put(self, frames: Sequence[bytes], envelopes: Sequence[Envelope]) -> Stored:
         """Store, oldest first, what waits from earlier failed writes and then `frames`."""
-        self._waiting_frames.extend(frames)
+        self._unwritten_frames.extend(frames)
         self._waiting_envelopes.extend(envelopes)
-        if not self._waiting_frames:
+        if not self._unwritten_frames:
             return Stored()
         return self._write()
 
     def maintain(self) -> Stored:
         """Write what waits in memory, else record the sinks' progress and release rows."""
-        if self._waiting_frames:
+        if self._unwritten_frames:
             return self._write()
         if time.monotonic() - self._saved_at < _PROGRESS_EVERY_S or not (
             self._pending or self._progressed()
@@ -277,13 +280,13 @@ class DiskStore(Store):
     def close(self) -> Closed:
         """One last attempt to write what waits in memory; the sinks' progress; connections."""
         not_stored: dict[str, int] = {}
-        if self._waiting_frames:
+        if self._unwritten_frames:
             last_try = self._write()
             for name in self._sinks:
-                count = len(self._waiting_frames) + last_try.dropped.get(name, 0)
+                count = len(self._unwritten_frames) + last_try.dropped.get(name, 0)
                 if count:
                     not_stored[name] = count
-            self._waiting_frames, self._waiting_envelopes = [], []
+            self._unwritten_frames, self._waiting_envelopes = [], []
         try:
             with transaction(self._db) as db:
                 saved = self._save_progress(db, bounded=False)
@@ -300,7 +303,7 @@ class DiskStore(Store):
         return Closed(not_stored)
 
     def _write(self) -> Stored:
-        frames, envelopes = self._waiting_frames, self._waiting_envelopes
+        frames, envelopes = self._unwritten_frames, self._waiting_envelopes
         now = self._clock()
         try:
             with transaction(self._db) as db:
@@ -336,7 +339,7 @@ class DiskStore(Store):
             return self._write_failed(exc)
         self._saved(saved)
         self._bytes += size - freed
-        self._waiting_frames, self._waiting_envelopes = [], []
+        self._unwritten_frames, self._waiting_envelopes = [], []
         refused = len(frames) - (end - start)
         dropped = dict.fromkeys(self._sinks, refused) if refused else {}
         with self._tail.lock:
@@ -355,13 +358,13 @@ class DiskStore(Store):
 
     def _write_failed(self, exc: sqlite3.Error) -> Stored:
         """The disk refused: keep the events in memory, up to FORWARDER_QUEUE_MAX, oldest out."""
-        overflow = len(self._waiting_frames) - self._queue_max
+        overflow = len(self._unwritten_frames) - self._queue_max
         dropped = {}
         if overflow > 0:
-            del self._waiting_frames[:overflow]
+            del self._unwritten_frames[:overflow]
             del self._waiting_envelopes[:overflow]
             dropped = dict.fromkeys(self._sinks, overflow)
-        return Stored(dropped, WRITE_FAILED, str(exc), len(self._waiting_frames))
+        return Stored(dropped, WRITE_FAILED, str(exc), len(self._unwritten_frames))
 
     def _fit(self, frames: Sequence[bytes], stored: int) -> tuple[int, int, int]:
         """The part frames[start:end] the policy keeps when the buffer holds `stored` bytes."""
@@ -428,7 +431,7 @@ class DiskStore(Store):
                 progress.lost(count)
                 lost[name] = count
             progress.taken = max(progress.taken, through)
-        for name, kept in self._held.items():
+        for name, kept in self._unconfigured.items():
             count = _after(deleted, self._known[name].bit, self._known[name].acked)
             if count:
                 kept.count -= count

@@ -6,13 +6,13 @@ import sqlite3
 from collections.abc import Collection
 from pathlib import Path
 
-from forwarder.store._file import check_layout, connect_inspector, cursors, held
+from forwarder.store._file import check_layout, connect_inspector, cursors, waiting
 
 __all__ = ["describe"]
 
 
 def describe(path: Path, max_bytes: int, configured: Collection[str]) -> str:
-    """Events held in all and per sink, bytes used; sinks outside ORDER_EVENT_MODE are named.
+    """Events waiting in all and per sink, bytes used; sinks outside ORDER_EVENT_MODE are named.
 
     Raises RuntimeError for a file that would be set aside at start.
     """
@@ -22,7 +22,7 @@ def describe(path: Path, max_bytes: int, configured: Collection[str]) -> str:
     try:
         check_layout(db)
         known = cursors(db)
-        per_sink = {name: held(db, cursor)[0] for name, cursor in known.items()}
+        per_sink = {name: waiting(db, cursor)[0] for name, cursor in known.items()}
         # An event counts once however many sinks still need it.
         needed = [
             "CASE WHEN sinks & ? THEN MIN(count, MAX(0, last_seq - ?)) ELSE 0 END" for _ in known
@@ -47,4 +47,4 @@ def describe(path: Path, max_bytes: int, configured: Collection[str]) -> str:
                 f"or dropped by `openalgo-forwarder backlog discard {name}`"
             )
     detail = f" ({'; '.join(sinks)})" if sinks else ""
-    return f"{path}: {total:,} events held{detail}, {size:,} of {max_bytes:,} bytes"
+    return f"{path}: {total:,} events waiting{detail}, {size:,} of {max_bytes:,} bytes"

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from emitter.contract import Envelope
-from forwarder.store.base import QUEUE_FULL, Backlog, Batch, Closed, Progress, Store, Stored
+from forwarder.store.base import QUEUE_FULL, Batch, Closed, Progress, Reader, Store, Stored
 
 __all__ = ["MemoryStore"]
 
@@ -16,26 +16,26 @@ class MemoryStore(Store):
     """Each configured sink queues what it was given; what does not fit is dropped and reported."""
 
     def __init__(self, sinks: Sequence[str], queue_max: int) -> None:
-        self._backlogs = {name: _MemoryBacklog(queue_max) for name in sinks}
+        self._readers = {name: _MemoryReader(queue_max) for name in sinks}
 
     def put(self, frames: Sequence[bytes], envelopes: Sequence[Envelope]) -> Stored:
         dropped = {}
-        for name, backlog in self._backlogs.items():
-            if refused := backlog.offer(envelopes):
+        for name, reader in self._readers.items():
+            if refused := reader.offer(envelopes):
                 dropped[name] = refused
         return Stored(dropped, QUEUE_FULL if dropped else None)
 
-    def backlog(self, sink: str) -> Backlog:
-        return self._backlogs[sink]
+    def reader(self, sink: str) -> Reader:
+        return self._readers[sink]
 
     def close(self) -> Closed:
-        """Nothing to keep: what is left in memory is reported as undelivered by the workers."""
-        for backlog in self._backlogs.values():
-            backlog.close()
+        """Nothing to keep: what is left in memory is reported as waiting by the workers."""
+        for reader in self._readers.values():
+            reader.close()
         return Closed()
 
 
-class _MemoryBacklog(Backlog):
+class _MemoryReader(Reader):
     def __init__(self, queue_max: int) -> None:
         self._queue_max = queue_max
         self._queued: deque[Sequence[Envelope]] = deque()
@@ -48,7 +48,7 @@ class _MemoryBacklog(Backlog):
     def offer(self, envelopes: Sequence[Envelope]) -> int:
         """Queue what fits in FORWARDER_QUEUE_MAX (those taken included); how many did not."""
         with self._arrived:
-            kept = envelopes[: max(0, self._queue_max - self._progress.held)]
+            kept = envelopes[: max(0, self._queue_max - self._progress.waiting)]
             if kept:
                 self._queued.append(kept)
                 self._progress.added(len(kept), kept[0].ts)
@@ -78,8 +78,8 @@ class _MemoryBacklog(Backlog):
         with self._arrived:
             self._progress.finish(batch)
 
-    def depth(self) -> int:
-        return self._progress.held
+    def waiting(self) -> int:
+        return self._progress.waiting
 
     def oldest_age_s(self) -> float | None:
         with self._arrived:

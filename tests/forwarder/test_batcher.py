@@ -12,7 +12,7 @@ import pytest
 from emitter.contract import encode_envelope
 from forwarder.batcher import Batcher
 from forwarder.settings import Settings
-from forwarder.store import Backlog, Store, open_store
+from forwarder.store import Reader, Store, open_store
 from tests.support.forwarder import envelope
 
 
@@ -27,8 +27,8 @@ def store(request, tmp_path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def backlog(store) -> Backlog:
-    return store.backlog("memory")
+def backlog(store) -> Reader:
+    return store.reader("memory")
 
 
 def put(store: Store, numbers: range) -> None:

@@ -235,7 +235,7 @@ class TestCheck:
         assert kafka_bootstrap in lines[5]
 
     def test_check_reports_what_the_buffer_holds_and_a_damaged_one(self, env, tmp_path):
-        """Read-only: a held backlog is counted, a damaged file named without touching it."""
+        """Read-only: what waits is counted, a damaged file named without touching it."""
         state = Path(env["FORWARDER_STATE_DIR"])
         state.mkdir(parents=True)
         stored, _ = open_disk(state / "buffer.sqlite", ["kafka"], max_bytes=1 << 20)
@@ -248,7 +248,7 @@ class TestCheck:
         ]
         assert line.startswith("ok")
         size = sum(map(len, frames))
-        assert f"3 events held (kafka 3), {size:,} of 268,435,456 bytes" in line
+        assert f"3 events waiting (kafka 3), {size:,} of 268,435,456 bytes" in line
         (state / "buffer.sqlite").write_bytes(b"not a database at all" * 100)
         result = run_cli("check", env=env)
         [line] = [line for line in result.stdout.splitlines() if " buffer:" in line]
@@ -342,7 +342,7 @@ class TestRun:
         process.send_signal(signum)
         assert process.wait(30) == 0
         stopped = process.wait_for_log("forwarder_stopped")
-        assert stopped["undelivered"] == {"kafka": 0}
+        assert stopped["waiting"] == {"kafka": 0}
 
 
 class TestBuildSinks:

@@ -172,4 +172,4 @@ class TestBounded:
         discarded = [line for line in logs if line["event"] == "dead_letters_discarded"]
         assert sum(line["count"] for line in discarded) == stats.dead_letters_discarded
         assert {line["log_level"] for line in discarded} == {"warning"}
-        assert stats.snapshot()["dead_letters_discarded"] == stats.dead_letters_discarded
+        assert stats.snapshot().dead_letters_discarded == stats.dead_letters_discarded

@@ -117,7 +117,7 @@ def settled(process: ForwarderProcess, timeout: float = 120) -> dict[str, Any]:
         result = run_cli("stats", "--json", env=process.env)
         assert result.returncode == 0, result.stderr
         snapshot: dict[str, Any] = json.loads(result.stdout)
-        if snapshot["sinks"]["kafka"]["queued"] == 0 and snapshot["received"] == previous:
+        if snapshot["sinks"]["kafka"]["waiting"] == 0 and snapshot["received"] == previous:
             return snapshot
         previous = snapshot["received"]
         time.sleep(0.5)
@@ -166,7 +166,7 @@ def stored_numbers(state_dir: Path) -> list[int]:
     """What a stopped forwarder left in its buffer for Kafka, read straight from the file."""
     store, _ = open_disk(state_dir / BUFFER_FILE, ["kafka"], max_bytes=1 << 30)
     try:
-        envelopes = store.backlog("kafka").take(1_000_000, 0).envelopes
+        envelopes = store.reader("kafka").take(1_000_000, 0).envelopes
     finally:
         store.close()
     return [envelope.data["n"] for envelope in envelopes]
@@ -252,12 +252,12 @@ class TestFaults:
         total = 25_000
         process = start(forwarders, tmp_path, broker.bootstrap, topic)
         push_numbered(process.env["FORWARDER_ENDPOINT"], range(total))
-        wait_for_stats(process, lambda s: s["sinks"]["kafka"]["queued"] == total)
+        wait_for_stats(process, lambda s: s["sinks"]["kafka"]["waiting"] == total)
         process.kill()
         process.wait(10)
         assert stored_numbers(Path(process.env["FORWARDER_STATE_DIR"])) == list(range(total))
         again = restart(forwarders, process)
-        assert again.wait_for_log("forwarder_started")["held"] == {"kafka": total}
+        assert again.wait_for_log("forwarder_started")["waiting"] == {"kafka": total}
         proxy.heal()
         per_user, repeats = arrived(broker.bootstrap, topic, total)
         assert per_user == expected(range(total))
@@ -282,10 +282,10 @@ class TestFaults:
         process.terminate()
         assert process.wait(30) == 0
         stopped = process.wait_for_log("forwarder_stopped")
-        assert stopped["undelivered"] == {"kafka": 300}
+        assert stopped["waiting"] == {"kafka": 300}
         assert stored_numbers(Path(process.env["FORWARDER_STATE_DIR"])) == list(range(300))
         again = restart(forwarders, process)
-        assert again.wait_for_log("forwarder_started")["held"] == {"kafka": 300}
+        assert again.wait_for_log("forwarder_started")["waiting"] == {"kafka": 300}
         proxy.heal()
         per_user, _ = arrived(broker.bootstrap, topic, 300)
         assert per_user == expected(range(300))
@@ -304,7 +304,7 @@ class TestFullDisk:
         )
         endpoint = process.env["FORWARDER_ENDPOINT"]
         push_numbered(endpoint, range(50))
-        wait_for_stats(process, lambda s: s["sinks"]["kafka"]["queued"] == 50)
+        wait_for_stats(process, lambda s: s["sinks"]["kafka"]["waiting"] == 50)
         state = Path(process.env["FORWARDER_STATE_DIR"])
         # Files may not grow past their size now plus 64 KiB: far less than what arrives next.
         limit = max(path.stat().st_size for path in state.glob(f"{BUFFER_FILE}*")) + (64 << 10)
@@ -322,7 +322,7 @@ class TestFullDisk:
         assert 0 < missing <= 3000
         kept = 3050 - missing
         again = restart(forwarders, process)
-        assert again.wait_for_log("forwarder_started")["held"] == {"kafka": kept}
+        assert again.wait_for_log("forwarder_started")["waiting"] == {"kafka": kept}
         proxy.heal()
         per_user, repeats = arrived(broker.bootstrap, topic, kept)
         assert per_user == expected(range(kept))

@@ -46,7 +46,7 @@ def stats(process: ForwarderProcess) -> dict[str, Any]:
 def wait_for_held(process: ForwarderProcess, sink: str, count: int) -> dict[str, Any]:
     for _ in range(300):
         snapshot = stats(process)
-        if snapshot["received"] >= count and snapshot["sinks"][sink]["queued"] == count:
+        if snapshot["received"] >= count and snapshot["sinks"][sink]["waiting"] == count:
             return snapshot
         time.sleep(0.1)
     pytest.fail(f"{sink} never held {count} events:\n{process.output()[-3000:]}")
@@ -82,16 +82,16 @@ def test_events_held_for_kafka_reach_kafka_after_a_socketio_spell_and_never_the_
         }
         with browser_client(server.url) as browser:
             second = start(forwarders, socketio_only)
-            [warning] = second.logs("backlog_held")
+            [warning] = second.logs("waiting_for_unconfigured_sink")
             assert (warning["level"], warning["sinks"]) == ("warning", {"kafka": 200})
             publish(second, range(200, 250))
             browser.wait_for(50)
             kept = stats(second)["sinks"]["kafka"]
-            assert (kept["configured"], kept["queued"]) == (False, 200)
+            assert (kept["configured"], kept["waiting"]) == (False, 200)
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
                 metrics = response.read().decode()
-            assert 'openalgo_forwarder_sink_backlog_events{sink="kafka"} 200.0' in metrics
+            assert 'openalgo_forwarder_sink_waiting_events{sink="kafka"} 200.0' in metrics
             check = run_cli("check", env=socketio_only)
             [line] = [text for text in check.stdout.splitlines() if " buffer:" in text]
             assert "kafka 200, not in ORDER_EVENT_MODE" in line
@@ -101,8 +101,8 @@ def test_events_held_for_kafka_reach_kafka_after_a_socketio_spell_and_never_the_
 
     proxy.heal()
     third = start(forwarders, kafka_only)
-    assert third.wait_for_log("forwarder_started")["held"] == {"kafka": 200}
-    assert third.logs("backlog_held") == []
+    assert third.wait_for_log("forwarder_started")["waiting"] == {"kafka": 200}
+    assert third.logs("waiting_for_unconfigured_sink") == []
     publish(third, range(250, 260))
     records = consume(broker.bootstrap, topic, 210, timeout=60)
     delivered = [

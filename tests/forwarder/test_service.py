@@ -113,7 +113,7 @@ class TestForwarder:
         before, after = ids(delivered[:150]), ids(delivered[150:])
         assert before == [f"ev-{n:06d}" for n in range(150)]
         assert after.index("ev-000150") < after.index("ev-000151")
-        assert forwarder.stats.snapshot()["sinks"]["memory"]["retried"] >= 8
+        assert forwarder.stats.snapshot().sinks["memory"].retried >= 8
         assert len([line for line in logs if line["event"] == "sink_retry"]) >= 8
 
     def test_permanent_refusals_are_dead_lettered_without_blocking_the_rest(self, settings):
@@ -214,7 +214,7 @@ class TestForwarder:
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(20)]
         assert forwarder.stats.buffer_damaged == 1
         [started] = [line for line in logs if line["event"] == "forwarder_started"]
-        assert started["held"] == {"memory": 11}
+        assert started["waiting"] == {"memory": 11}
         dead = (settings.state_dir / "dead-letters.jsonl").read_text().splitlines()
         [letter] = [json.loads(line) for line in dead]
         assert letter["reason"].startswith("unreadable in the buffer")
@@ -234,7 +234,7 @@ class TestForwarder:
             sink.resume()
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(500)]
         [stopped] = [line for line in logs if line["event"] == "forwarder_stopped"]
-        assert stopped["undelivered"] == {"memory": 0}
+        assert stopped["waiting"] == {"memory": 0}
         assert stopped["received"] == 500
 
     def test_stop_gives_up_at_the_timeout_and_reports_what_was_not_delivered(self, settings):
@@ -246,7 +246,7 @@ class TestForwarder:
             push_frames(settings.endpoint, frames(range(40)))
             wait_until(lambda: forwarder.stats.received == 40)
         [stopped] = [line for line in logs if line["event"] == "forwarder_stopped"]
-        assert stopped["undelivered"] == {"memory": 40}
+        assert stopped["waiting"] == {"memory": 40}
         assert sink.closed
 
     def test_started_line_then_periodic_stats_lines(self, settings):

@@ -163,7 +163,7 @@ class TestForwarderToKafka:
         assert process.wait(30) == 0
         stopped = process.wait_for_log("forwarder_stopped")
         assert stopped["sinks"]["kafka"]["dropped"] == 0
-        assert stopped["undelivered"] == {"kafka": 0}
+        assert stopped["waiting"] == {"kafka": 0}
 
     def test_garbage_frames_are_dead_lettered_and_the_rest_delivered(
         self, tmp_path, kafka_bootstrap, topic, forwarders, kafka_client
@@ -230,7 +230,7 @@ class TestForwarderToKafka:
         stopped = process.wait_for_log("forwarder_stopped")
         received = stopped["received"]
         assert received >= 1000
-        assert stopped["undelivered"] == {"kafka": 0}
+        assert stopped["waiting"] == {"kafka": 0}
         records = consume(kafka_bootstrap, topic, received, timeout=30)
         assert [json.loads(r.value)["event_id"] for r in by_offset(records)] == [
             f"ev-{k:06d}" for k in range(received)

@@ -243,7 +243,7 @@ class TestThread:
         worker.drain(clock.now + 10)
         assert worker.join(30)
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(20)]
-        assert worker.depth() == 0
+        assert worker.waiting() == 0
 
     def test_events_the_sink_does_not_want_are_finished_without_a_delivery(
         self, make_worker, stores, clock
@@ -258,7 +258,7 @@ class TestThread:
         worker.drain(clock.now + 10)
         assert worker.join(30)
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in range(9) if n % 3]
-        assert worker.depth() == 0
+        assert worker.waiting() == 0
 
     def test_a_sink_that_takes_everything_is_not_asked_about_each_event(
         self, make_worker, stores, clock

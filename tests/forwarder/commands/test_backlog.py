@@ -36,16 +36,18 @@ class TestDiscard:
         path = hold(Path(env["FORWARDER_STATE_DIR"]), "socketio", 20)
         result = run_cli("backlog", "discard", "socketio", env=env)
         assert result.returncode == 0, result.stderr
-        assert result.stdout == f"discarded 20 events held for socketio in {path}\n"
+        assert result.stdout == f"discarded 20 events waiting for socketio in {path}\n"
         [line] = [json.loads(text) for text in result.stderr.splitlines()]
         assert (line["event"], line["sink"], line["discarded"]) == (
             "backlog_discarded",
             "socketio",
             20,
         )
-        assert describe(path, 1 << 20, ["kafka"]) == f"{path}: 0 events held, 0 of 1,048,576 bytes"
+        assert (
+            describe(path, 1 << 20, ["kafka"]) == f"{path}: 0 events waiting, 0 of 1,048,576 bytes"
+        )
         again = run_cli("backlog", "discard", "socketio", env=env)
-        assert again.stdout == f"discarded 0 events held for socketio in {path}\n"
+        assert again.stdout == f"discarded 0 events waiting for socketio in {path}\n"
 
     @pytest.mark.integration
     def test_is_refused_while_a_forwarder_runs_on_the_directory(self, env, forwarders):

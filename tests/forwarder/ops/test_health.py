@@ -36,7 +36,7 @@ class TestHealth:
 
     def test_a_sink_no_longer_configured_does_not_make_it_unready(self):
         """Its kept events are reported; readiness is about the sinks that deliver."""
-        kept = sink_snapshot(configured=False, queued=200)
+        kept = sink_snapshot(configured=False, waiting=200)
         ready, reasons = health.ready(snapshot(sinks={"kafka": kept}))
         assert ready is True
-        assert reasons == {"kafka": "not in ORDER_EVENT_MODE, 200 events kept"}
+        assert reasons == {"kafka": "not in ORDER_EVENT_MODE, 200 events waiting"}

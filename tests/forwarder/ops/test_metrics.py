@@ -7,7 +7,6 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import prometheus_client
 import pytest
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from forwarder.errors import ForwarderError
 from forwarder.ops.metrics import BatchLatency, MetricsServer
+from forwarder.stats import Snapshot
 from tests.support.snapshots import sink_snapshot, snapshot
 
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -25,10 +25,10 @@ class Source:
     """A snapshot the test changes between requests, as the running service would."""
 
     def __init__(self) -> None:
-        self.current: dict[str, Any] = snapshot()
+        self.current: Snapshot = snapshot()
         self.error: Exception | None = None
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> Snapshot:
         if self.error is not None:
             raise self.error
         return self.current
@@ -104,7 +104,7 @@ class TestMetricsEndpoint:
         assert values["openalgo_forwarder_sink_dead_lettered_total", kafka] == 0
         assert values["openalgo_forwarder_sink_dropped_total", kafka] == 0
         assert values["openalgo_forwarder_sink_batches_total", socketio] == 9
-        assert values["openalgo_forwarder_sink_backlog_events", kafka] == 100
+        assert values["openalgo_forwarder_sink_waiting_events", kafka] == 100
         assert values["openalgo_forwarder_sink_oldest_event_age_seconds", kafka] == 1.5
         assert values["openalgo_forwarder_sink_oldest_event_age_seconds", socketio] == 0
         assert values["openalgo_forwarder_sink_retrying_seconds", kafka] == 0

@@ -32,11 +32,11 @@ class TestProgress:
         for taken in (first, second, third):
             progress.taken_out(taken)
         progress.finish(second)
-        assert (progress.finished, progress.held) == (0, 9)
+        assert (progress.finished, progress.waiting) == (0, 9)
         progress.finish(first)
-        assert (progress.finished, progress.held) == (6, 3)
+        assert (progress.finished, progress.waiting) == (6, 3)
         progress.finish(third)
-        assert (progress.finished, progress.held) == (9, 0)
+        assert (progress.finished, progress.waiting) == (9, 0)
         assert progress.oldest_age_s() is None
 
     def test_a_joined_batch_finishes_every_batch_it_holds(self):
@@ -48,7 +48,7 @@ class TestProgress:
         progress.taken_out(second)
         first.extend(second)
         progress.finish(first)
-        assert (progress.finished, progress.held) == (5, 0)
+        assert (progress.finished, progress.waiting) == (5, 0)
 
     def test_oldest_age_follows_the_oldest_unfinished_event(self):
         progress = Progress()

@@ -17,7 +17,7 @@ import pytest
 
 from emitter.contract import encode_envelope
 from forwarder.store import BUFFER_FILE, DiskStore, discard, open_disk
-from forwarder.store.base import Backlog, Stored
+from forwarder.store.base import Reader, Stored
 from tests.support.forwarder import ROOT, envelope
 
 
@@ -53,12 +53,12 @@ def numbers(ids: list[str]) -> list[int]:
     return [int(i.removeprefix("ev-")) for i in ids]
 
 
-def drain(backlog: Backlog, limit: int = 500) -> list[int]:
+def drain(reader: Reader, limit: int = 500) -> list[int]:
     """Take and finish everything waiting, as a worker does."""
     taken: list[str] = []
-    while batch := backlog.take(limit, 0):
+    while batch := reader.take(limit, 0):
         taken.extend(e.id for e in batch.envelopes)
-        backlog.done(batch)
+        reader.done(batch)
     return numbers(taken)
 
 
@@ -74,30 +74,30 @@ class TestDiskStore:
         """What a sink did not finish is taken again, in order, after a restart."""
         store = open_store(opened, path)
         put(store, range(10))
-        backlog = store.backlog("kafka")
-        backlog.done(backlog.take(4, 0))
+        reader = store.reader("kafka")
+        reader.done(reader.take(4, 0))
         store.close()
         again = open_store(opened, path)
-        assert drain(again.backlog("kafka")) == list(range(4, 10))
+        assert drain(again.reader("kafka")) == list(range(4, 10))
 
     def test_each_sink_advances_on_its_own(self, opened, path):
         """A stalled sink neither holds back the other nor loses what it has not taken."""
         store = open_store(opened, path, sinks=("kafka", "socketio"))
         put(store, range(5))
-        assert drain(store.backlog("socketio")) == list(range(5))
-        assert (store.backlog("socketio").depth(), store.backlog("kafka").depth()) == (0, 5)
-        assert drain(store.backlog("kafka")) == list(range(5))
+        assert drain(store.reader("socketio")) == list(range(5))
+        assert (store.reader("socketio").waiting(), store.reader("kafka").waiting()) == (0, 5)
+        assert drain(store.reader("kafka")) == list(range(5))
 
     def test_rows_are_removed_once_every_sink_they_belong_to_finished(self, opened, path):
         store = open_store(opened, path, sinks=("a", "b"))
         put(store, range(3))
         put(store, range(3, 6))
-        drain(store.backlog("a"))
-        b = store.backlog("b")
+        drain(store.reader("a"))
+        b = store.reader("b")
         b.done(b.take(3, 0))
         store.close()
         assert rows(path) == 1
-        assert drain(open_store(opened, path, sinks=("a", "b")).backlog("b")) == [3, 4, 5]
+        assert drain(open_store(opened, path, sinks=("a", "b")).reader("b")) == [3, 4, 5]
 
     def test_a_long_backlog_is_released_a_slice_per_write(self, opened, path):
         """Removing what a sink finished never makes one write long: 8 MiB at most each time."""
@@ -108,7 +108,7 @@ class TestDiskStore:
                 for n in range(start, start + 100)
             ]
             store.put([encode_envelope(e) for e in big], big)
-        drain(store.backlog("kafka"), 5_000)
+        drain(store.reader("kafka"), 5_000)
         put(store, range(6_000, 6_001))
         left = rows(path)
         assert 2 < left < 61, "released all at once, or nothing"
@@ -120,53 +120,53 @@ class TestDiskStore:
         store = open_store(opened, path, sinks=("kafka", "socketio"))
         for start in range(0, 3_000, 100):
             put(store, range(start, start + 100))
-            assert drain(store.backlog("socketio"), 70)[-1] == start + 99
-        assert store.backlog("socketio").file_reads == 0
-        assert drain(store.backlog("kafka")) == list(range(3_000))
-        assert store.backlog("kafka").file_reads == 0
+            assert drain(store.reader("socketio"), 70)[-1] == start + 99
+        assert store.reader("socketio").file_reads == 0
+        assert drain(store.reader("kafka")) == list(range(3_000))
+        assert store.reader("kafka").file_reads == 0
 
     def test_a_sink_far_behind_reads_the_file_and_misses_nothing(self, opened, path):
         """More than the memory tail holds: the rest comes from the file, in order, once each."""
         store = open_store(opened, path)
         for start in range(0, 30_000, 1_000):
             put(store, range(start, start + 1_000))
-        backlog = store.backlog("kafka")
-        assert drain(backlog, 5_000) == list(range(30_000))
-        assert backlog.file_reads > 0
-        assert backlog.depth() == 0
+        reader = store.reader("kafka")
+        assert drain(reader, 5_000) == list(range(30_000))
+        assert reader.file_reads > 0
+        assert reader.waiting() == 0
 
     def test_reads_are_paged(self, opened, path):
-        """A sink never takes more than it asked for, whatever the backlog."""
+        """A sink never takes more than it asked for, whatever the reader."""
         store = open_store(opened, path)
         put(store, range(5_000))
         store.close()
-        backlog = open_store(opened, path).backlog("kafka")
-        assert len(backlog.take(100, 0)) == 100
-        assert [e.id for e in backlog.take(1, 0).envelopes] == ["ev-000100"]
+        reader = open_store(opened, path).reader("kafka")
+        assert len(reader.take(100, 0)) == 100
+        assert [e.id for e in reader.take(1, 0).envelopes] == ["ev-000100"]
 
     def test_taking_waits_for_the_next_put_and_no_longer(self, opened, path):
         store = open_store(opened, path)
-        backlog = store.backlog("kafka")
-        assert not backlog.take(10, 0.01)
+        reader = store.reader("kafka")
+        assert not reader.take(10, 0.01)
         timer = threading.Timer(0.05, put, (store, range(1)))
         timer.start()
         try:
-            assert len(backlog.take(10, 30)) == 1
+            assert len(reader.take(10, 30)) == 1
         finally:
             timer.join()
 
     def test_depth_and_oldest_age_are_answered_from_memory(self, opened, path):
         """No query per scrape: the answers stand even once the file is closed."""
         store = open_store(opened, path)
-        backlog = store.backlog("kafka")
-        assert (backlog.depth(), backlog.oldest_age_s()) == (0, None)
+        reader = store.reader("kafka")
+        assert (reader.waiting(), reader.oldest_age_s()) == (0, None)
         old = [envelope(n) for n in range(4)]
         store.put([encode_envelope(e) for e in old], old)
         put(store, range(4, 7))
-        backlog.done(backlog.take(4, 0))
+        reader.done(reader.take(4, 0))
         store.close()
-        age = backlog.oldest_age_s()
-        assert backlog.depth() == 3
+        age = reader.oldest_age_s()
+        assert reader.waiting() == 3
         assert age is not None
         assert age >= 0
 
@@ -175,7 +175,7 @@ class TestDiskStore:
         size = len(encode_envelope(envelope(0)))
         store = open_store(opened, path, max_bytes=5 * size, when_full="drop_newest")
         assert put(store, range(8)) == Stored({"kafka": 3}, "buffer_full")
-        assert drain(store.backlog("kafka")) == list(range(5))
+        assert drain(store.reader("kafka")) == list(range(5))
 
     def test_drop_oldest_makes_room_and_counts_what_each_sink_had_not_finished(self, opened, path):
         """The oldest events give way; a sink that finished them loses nothing."""
@@ -184,29 +184,29 @@ class TestDiskStore:
             opened, path, sinks=("kafka", "socketio"), max_bytes=5 * size, when_full="drop_oldest"
         )
         put(store, range(5))
-        drain(store.backlog("socketio"))
+        drain(store.reader("socketio"))
         assert put(store, range(5, 7)) == Stored({"kafka": 2}, "buffer_full")
-        assert drain(store.backlog("kafka")) == list(range(2, 7))
-        assert drain(store.backlog("socketio")) == [5, 6]
-        assert store.backlog("kafka").depth() == 0
+        assert drain(store.reader("kafka")) == list(range(2, 7))
+        assert drain(store.reader("socketio")) == [5, 6]
+        assert store.reader("kafka").waiting() == 0
 
     def test_drop_oldest_keeps_the_newest_of_one_oversized_put(self, opened, path):
         size = len(encode_envelope(envelope(0)))
         store = open_store(opened, path, max_bytes=5 * size, when_full="drop_oldest")
         assert put(store, range(8)) == Stored({"kafka": 3}, "buffer_full")
-        assert drain(store.backlog("kafka")) == list(range(3, 8))
+        assert drain(store.reader("kafka")) == list(range(3, 8))
 
     def test_positions_never_go_back_once_the_buffer_emptied(self, opened, path):
         """Events stored after a full drain are taken after a restart too."""
         store = open_store(opened, path)
         put(store, range(3))
-        drain(store.backlog("kafka"))
+        drain(store.reader("kafka"))
         store.close()
         assert rows(path) == 0
         again = open_store(opened, path)
         put(again, range(3, 5))
         again.close()
-        assert drain(open_store(opened, path).backlog("kafka")) == [3, 4]
+        assert drain(open_store(opened, path).reader("kafka")) == [3, 4]
 
     @pytest.mark.parametrize(("fsync", "synchronous"), [("always", 2), ("batch", 1), ("off", 0)])
     def test_fsync_mode_is_what_the_live_connection_has(self, opened, path, fsync, synchronous):
@@ -221,23 +221,23 @@ class TestModeSwitch:
         put(store, range(200))
         store.close()
         store = open_store(opened, path, sinks=("socketio",))
-        assert store.held()["kafka"].count == 200
+        assert store.unconfigured()["kafka"].count == 200
         put(store, range(200, 250))
-        assert drain(store.backlog("socketio")) == list(range(200, 250))
+        assert drain(store.reader("socketio")) == list(range(200, 250))
         store.close()
         store = open_store(opened, path, sinks=("kafka",))
-        assert store.held() == {}
-        assert drain(store.backlog("kafka")) == list(range(200))
+        assert store.unconfigured() == {}
+        assert drain(store.reader("kafka")) == list(range(200))
 
     def test_discard_drops_what_a_sink_held_and_says_how_much(self, opened, path):
         store = open_store(opened, path, sinks=("kafka", "socketio"))
         put(store, range(20))
-        drain(store.backlog("socketio"))
+        drain(store.reader("socketio"))
         store.close()
         assert discard(path, "kafka") == 20
         assert discard(path, "kafka") == 0
         assert rows(path) == 0
-        assert open_store(opened, path, sinks=("kafka",)).backlog("kafka").depth() == 0
+        assert open_store(opened, path, sinks=("kafka",)).reader("kafka").waiting() == 0
 
 
 class TestDamage:
@@ -270,7 +270,7 @@ class TestDamage:
                 file.seek(size // 2 // 4096 * 4096)
                 file.write(random.Random(7).randbytes(4096))
         store, salvage = self.reopen(opened, path)
-        delivered = drain(store.backlog("kafka"), 5_000)
+        delivered = drain(store.reader("kafka"), 5_000)
         assert delivered == sorted(set(delivered))
         assert set(delivered) <= set(range(stored))
         assert salvage.salvaged == len(delivered)
@@ -280,7 +280,7 @@ class TestDamage:
         else:
             assert salvage.lost <= 800, "more lost than the runs one page can touch"
         put(store, range(stored, stored + 1))
-        assert drain(store.backlog("kafka")) == [stored]
+        assert drain(store.reader("kafka")) == [stored]
 
     def test_a_file_that_is_no_database_is_set_aside_and_a_new_one_started(self, opened, path):
         path.write_bytes(b"not a database at all" * 200)
@@ -288,7 +288,7 @@ class TestDamage:
         assert (salvage.salvaged, salvage.lost) == (0, 0)
         assert salvage.aside.read_bytes().startswith(b"not a database")
         put(store, range(3))
-        assert drain(store.backlog("kafka")) == [0, 1, 2]
+        assert drain(store.reader("kafka")) == [0, 1, 2]
 
     def test_a_run_that_no_longer_unpacks_is_reported_once_for_all_its_positions(
         self, opened, path
@@ -302,7 +302,7 @@ class TestDamage:
         with sqlite3.connect(path) as db:
             db.execute("UPDATE runs SET frames = x'c1c1' WHERE last_seq = 5")
         db.close()
-        batch = open_store(opened, path).backlog("kafka").take(10, 0)
+        batch = open_store(opened, path).reader("kafka").take(10, 0)
         assert numbers([e.id for e in batch.envelopes]) == [0, 1, 5, 6]
         [damaged] = batch.damaged
         assert (damaged.frame, damaged.count) == (b"\xc1\xc1", 3)
@@ -314,7 +314,7 @@ class TestDamage:
         good = [envelope(n) for n in range(2)]
         store.put([encode_envelope(good[0]), b"\xc1 no event", encode_envelope(good[1])], good)
         store.close()
-        batch = open_store(opened, path).backlog("kafka").take(10, 0)
+        batch = open_store(opened, path).reader("kafka").take(10, 0)
         assert [e.id for e in batch.envelopes] == ["ev-000000", "ev-000001"]
         assert [d.frame for d in batch.damaged] == [b"\xc1 no event"]
 
@@ -343,12 +343,12 @@ report = {"failed": [], "dropped": 0}
 for n in range(40):
     stored = store.put([encode_envelope(envelope(n))], [envelope(n)])
     if stored.error is not None:
-        report["failed"].append([n, stored.error, stored.waiting, statements[-1]])
+        report["failed"].append([n, stored.error, stored.unwritten, statements[-1]])
     report["dropped"] += stored.dropped.get("kafka", 0)
-    report["waiting"] = stored.waiting
+    report["waiting"] = stored.unwritten
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-report["after"] = [store.maintain().error, store.maintain().waiting]
-report["taken"] = [e.id for e in store.backlog("kafka").take(100, 0).envelopes]
+report["after"] = [store.maintain().error, store.maintain().unwritten]
+report["taken"] = [e.id for e in store.reader("kafka").take(100, 0).envelopes]
 store.close()
 print(json.dumps(report))
 """

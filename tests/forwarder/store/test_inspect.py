@@ -24,7 +24,7 @@ def fill(path: Path, sinks: list[str], count: int, *, finish: dict[str, int]) ->
     frames = [encode_envelope(e) for e in envelopes]
     store.put(frames, envelopes)
     for sink, finished in finish.items():
-        backlog = store.backlog(sink)
+        backlog = store.reader(sink)
         backlog.done(backlog.take(finished, 0))
     store.close()
     return sum(map(len, frames))
@@ -40,13 +40,13 @@ class TestDescribe:
     def test_counts_each_event_once_and_each_sink_what_it_has_not_finished(self, path):
         size = fill(path, ["kafka", "socketio"], 10, finish={"kafka": 4, "socketio": 6})
         assert describe(path, 1 << 20, ["kafka", "socketio"]) == (
-            f"{path}: 6 events held (kafka 6; socketio 4), {size:,} of 1,048,576 bytes"
+            f"{path}: 6 events waiting (kafka 6; socketio 4), {size:,} of 1,048,576 bytes"
         )
 
     def test_names_a_sink_no_longer_configured_and_how_to_drop_its_events(self, path):
         fill(path, ["kafka"], 3, finish={})
         detail = describe(path, 1 << 20, ["socketio"])
-        assert "3 events held (kafka 3, not in ORDER_EVENT_MODE" in detail
+        assert "3 events waiting (kafka 3, not in ORDER_EVENT_MODE" in detail
         assert "openalgo-forwarder backlog discard kafka" in detail
 
     def test_a_damaged_file_is_named_and_left_alone(self, path):
