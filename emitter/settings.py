@@ -13,16 +13,16 @@ from typing import Final
 
 from emitter.config import ConfigError, env_int
 from emitter.transport import (
+    DEFAULT_LINGER_MS,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_QUEUE_MAX_BYTES,
+    DEFAULT_SNDHWM,
     MIN_QUEUE_EVENTS_OF_MAX_SIZE,
     zmq_hwm,
 )
 
-__all__ = ["DEFAULT_LINGER_MS", "DEFAULT_SNDHWM", "MIN_EVENT_BYTES", "EmitterSettings"]
+__all__ = ["MIN_EVENT_BYTES", "EmitterSettings"]
 
-DEFAULT_SNDHWM: Final = 10000
-DEFAULT_LINGER_MS: Final = 500
 MIN_EVENT_BYTES: Final = 1024
 """An ordinary order event encodes to about 200 bytes; below this limit even those are at risk."""
 

@@ -48,8 +48,10 @@ from emitter.config import CurveKeys, curve_options
 from emitter.throttle import Throttle
 
 __all__ = [
+    "DEFAULT_LINGER_MS",
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_QUEUE_MAX_BYTES",
+    "DEFAULT_SNDHWM",
     "MIN_QUEUE_EVENTS_OF_MAX_SIZE",
     "DisabledTransport",
     "PushTransport",
@@ -64,6 +66,8 @@ logger = logging.getLogger("emitter")
 
 DEFAULT_MAX_EVENT_BYTES: Final = 256 << 10
 DEFAULT_QUEUE_MAX_BYTES: Final = 64 << 20
+DEFAULT_SNDHWM: Final = 10000
+DEFAULT_LINGER_MS: Final = 500
 MIN_QUEUE_EVENTS_OF_MAX_SIZE: Final = 8
 """`max_bytes` holds at least this many events of `max_event_bytes`: half for ZeroMQ, half here."""
 POLL_S: Final = 0.001
@@ -223,10 +227,10 @@ class PushTransport:
         self,
         endpoint: str,
         *,
-        hwm: int = 10000,
+        hwm: int = DEFAULT_SNDHWM,
         max_bytes: int = DEFAULT_QUEUE_MAX_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        linger_ms: int = 500,
+        linger_ms: int = DEFAULT_LINGER_MS,
         park_timeout_s: float = PARK_TIMEOUT_S,
         curve: CurveKeys | None = None,
     ) -> None:

@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 FILE_NAME: Final = "dead-letters.jsonl"
-DEFAULT_MAX_BYTES: Final = 64 << 20
 HEAD_BYTES: Final = 4096
 """What is kept of a frame too large to keep whole: its first bytes, beside its length and hash."""
 _MAX_TEXT: Final = 1000
@@ -59,7 +58,7 @@ class DeadLetters:
         self,
         state_dir: Path,
         stats: Stats,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = Settings.dead_letter_max_bytes,
         max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.state_dir = state_dir

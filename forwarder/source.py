@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grp
 import os
-import socket
 import stat
 from pathlib import Path
 from typing import Final
@@ -19,6 +18,7 @@ from forwarder.access import blocked_at, group_members
 from forwarder.curve import CurveServer, read_clients
 from forwarder.errors import ForwarderError
 from forwarder.settings import MAX_FRAME_BYTES, Settings
+from forwarder.unix_socket import listening
 
 __all__ = ["MAX_FRAMES", "RCVHWM", "Source"]
 
@@ -308,10 +308,4 @@ def _socket_state(path: Path) -> str:
         raise ConfigError(
             "FORWARDER_ENDPOINT", f"ipc://{path}", "an ipc path that is a socket or does not exist"
         )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except ConnectionRefusedError:
-            return "stale"
-    return "listening"
+    return "listening" if listening(path) else "stale"

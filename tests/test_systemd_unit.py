@@ -17,11 +17,12 @@ import pytest
 
 from emitter.contract import encode_envelope
 from forwarder.deadletter import DeadLetters
+from forwarder.push import push_frames
 from forwarder.service_paths import ServicePaths
 from forwarder.settings import Settings
 from forwarder.stats import Stats
 from tests.support.broker import consume, unique_topic
-from tests.support.forwarder import GARBAGE, envelope, push_frames, run_cli
+from tests.support.forwarder import GARBAGE, envelope, run_cli
 from tests.support.systemd import EmulatedService, Unit
 
 ROOT = Path(__file__).resolve().parent.parent

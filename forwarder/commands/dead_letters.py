@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-import zmq
 
-from emitter.config import CurveKeys, curve_options
+from emitter.config import CurveKeys
 from emitter.contract import InvalidEnvelope, decode_envelope
 from forwarder.deadletter import FILE_NAME, locked, rotated
 from forwarder.errors import ForwarderError
 from forwarder.ops.control import ControlError, control_path, query
 from forwarder.printable import printable, printable_json
+from forwarder.push import push_frames
 from forwarder.settings import Settings
 
 __all__ = ["HELP", "DeadLetterCommandError", "add_arguments", "read", "run"]
@@ -254,26 +254,15 @@ def _replay(path: Path, settings: Settings, chosen: Sequence[Letter]) -> int:
 def _push(settings: Settings, frames: Sequence[bytes]) -> int:
     """Hand the frames to the forwarder as the emitter does; how many ZeroMQ took. On a CURVE
     endpoint the command speaks with the forwarder's own keys, which the forwarder accepts."""
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
-    push.setsockopt(zmq.LINGER, _SEND_TIMEOUT_MS)
     curve = settings.curve
-    if curve is not None:
-        own = CurveKeys(curve.public, curve.secret, curve.public)
-        for option, value in curve_options(own).items():
-            push.setsockopt(option, value)
-    try:
-        push.connect(settings.endpoint)
-        for sent, frame in enumerate(frames):
-            try:
-                push.send(frame)
-            except zmq.Again:
-                return sent
-        return len(frames)
-    finally:
-        push.close()
-        context.term()
+    own = None if curve is None else CurveKeys(curve.public, curve.secret, curve.public)
+    return push_frames(
+        settings.endpoint,
+        frames,
+        curve=own,
+        linger_ms=_SEND_TIMEOUT_MS,
+        send_timeout_ms=_SEND_TIMEOUT_MS,
+    )
 
 
 def _remove(path: Path, letters: Iterable[Letter]) -> int:

@@ -22,6 +22,7 @@ from emitter.config import ipc_path
 from forwarder.errors import ForwarderError
 from forwarder.ops._threaded import ThreadedServer
 from forwarder.stats import Snapshot
+from forwarder.unix_socket import listening
 
 __all__ = [
     "ControlError",
@@ -61,7 +62,7 @@ class ControlServer(ThreadedServer):
         """A stale socket file left by a crash is replaced, a live one is an error."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.path.is_socket():
-            if _answers(self.path):
+            if listening(self.path):
                 raise ControlError(f"another forwarder already answers on {self.path}")
             self.path.unlink()
         try:
@@ -139,15 +140,3 @@ def query(path: Path, timeout: float = 5.0) -> Snapshot:
         return Snapshot.from_dict(document)
     except msgspec.ValidationError as exc:
         raise ControlError(f"the answer on {path} is not a stats document: {exc}") from exc
-
-
-def _answers(path: Path) -> bool:
-    """Whether a process listens there; only a refused connection proves the file is stale."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except OSError:
-            return True
-        return True

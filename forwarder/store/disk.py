@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from emitter.contract import Envelope
-from forwarder.settings import FsyncMode, WhenFull
+from forwarder.settings import FsyncMode, Settings, WhenFull
 from forwarder.store._file import (
     LAYOUT,
     SCHEMA,
@@ -82,9 +82,9 @@ def open_disk(
     sinks: Sequence[str],
     *,
     max_bytes: int,
-    when_full: WhenFull = "drop_newest",
-    fsync: FsyncMode = "batch",
-    queue_max: int = 100_000,
+    when_full: WhenFull = Settings.when_full,
+    fsync: FsyncMode = Settings.fsync,
+    queue_max: int = Settings.queue_max,
     clock: Callable[[], float] = time.time,
 ) -> tuple[DiskStore, Salvage | None]:
     """The store for the configured `sinks`, and what became of a damaged file, if any."""

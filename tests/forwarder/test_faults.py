@@ -20,9 +20,10 @@ import pytest
 
 from emitter.contract import SCHEMA_VERSION, Envelope, encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
+from forwarder.push import push_frames
 from forwarder.store import BUFFER_FILE, open_disk
 from tests.support.broker import consume
-from tests.support.forwarder import ForwarderProcess, forwarder_env, push_frames, run_cli
+from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
 
 pytestmark = pytest.mark.integration
 

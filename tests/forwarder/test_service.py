@@ -14,13 +14,14 @@ from structlog.testing import capture_logs
 
 from emitter.contract import encode_envelope
 from forwarder.errors import StartupError
+from forwarder.push import push_frames
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.sinks.memory import MemorySink
 from forwarder.source import Source
 from forwarder.store import BUFFER_FILE, open_disk
-from tests.support.forwarder import GARBAGE, envelope, push_frames
+from tests.support.forwarder import GARBAGE, envelope
 
 Start = Callable[..., Forwarder]
 

@@ -17,6 +17,7 @@ import zmq
 
 from emitter.contract import encode_envelope
 from emitter.publisher import publisher_from_env
+from forwarder.push import push_frames, pusher
 from tests.support.broker import consume
 from tests.support.forwarder import (
     GARBAGE,
@@ -25,8 +26,6 @@ from tests.support.forwarder import (
     envelope,
     forwarder_env,
     publish_orders,
-    push_frames,
-    pusher,
 )
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,7 @@ import forwarder.source
 from emitter.config import ConfigError
 from emitter.contract import decode_envelope, encode_envelope
 from forwarder.errors import ForwarderError
+from forwarder.push import push_frames, pusher
 from forwarder.source import MAX_FRAMES, Source
 from tests.support.broker import free_port
 from tests.support.forwarder import (
@@ -28,8 +29,6 @@ from tests.support.forwarder import (
     envelope,
     forwarder_env,
     push_envelopes,
-    push_frames,
-    pusher,
     run_cli,
 )
 

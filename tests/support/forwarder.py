@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 import pytest
-import zmq
 
 from emitter.contract import SCHEMA_VERSION, Envelope, encode_envelope
 from emitter.publisher import publisher_from_env
+from forwarder.push import push_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 _PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "COVERAGE_PROCESS_START", "TMPDIR")
@@ -215,27 +215,6 @@ GARBAGE = [
     b"",
 ]
 """Frames a forwarder must refuse: random bytes, cut msgpack, a future schema, an empty frame."""
-
-
-@contextmanager
-def pusher(endpoint: str, linger_ms: int = 5000) -> Iterator[zmq.Socket[bytes]]:
-    """A raw PUSH socket connected to `endpoint`, as the emitter's transport uses."""
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, linger_ms)
-    push.connect(endpoint)
-    try:
-        yield push
-    finally:
-        push.close()
-        context.term()
-
-
-def push_frames(endpoint: str, frames: Iterable[bytes]) -> None:
-    """Send each frame and linger until ZeroMQ has handed them all over."""
-    with pusher(endpoint) as push:
-        for frame in frames:
-            push.send(frame)
 
 
 def push_envelopes(endpoint: str, prefix: str, count: int) -> None:
