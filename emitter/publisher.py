@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from emitter.config import ConfigError, curve_client_keys, resolve_endpoint
 from emitter.contract import SCHEMA_VERSION, SYSTEM_KEY, Envelope, encode_envelope
-from emitter.settings import EmitterSettings
+from emitter.settings import Connection, EmitterSettings
 from emitter.transport import (
     DisabledTransport,
     PushTransport,
@@ -246,35 +245,19 @@ class EventPublisher:
         self._failures.flush()
 
 
-def _endpoint(env: Mapping[str, str], *, curve: bool) -> str | None:
-    try:
-        return resolve_endpoint(env, curve=curve)
-    except ConfigError as exc:
-        if exc.variable not in ("FORWARDER_ALLOW_REMOTE", "FORWARDER_ALLOW_INSECURE_TCP"):
-            logger.error("%s; event publishing is disabled", exc)
-            return None
-        logger.error("%s; using the default 0", exc)
-        return _endpoint({**env, exc.variable: "0"}, curve=curve)
-
-
 def publisher_from_env(env: Mapping[str, str]) -> EventPublisher:
     """A publisher configured from the environment; a bad setting is logged, never raised."""
     settings = EmitterSettings.from_env(env, report=logger.error)
-    try:
-        curve = curve_client_keys(env)
-    except ConfigError as exc:
-        logger.error("%s; event publishing is disabled", exc)
-        return EventPublisher(DisabledTransport(f"invalid {exc.variable}"))
-    endpoint = _endpoint(env, curve=curve is not None)
-    if endpoint is None:
-        return EventPublisher(DisabledTransport("invalid FORWARDER_ENDPOINT"))
+    connection = Connection.from_env(env, report=logger.error)
+    if connection.disabled is not None:
+        return EventPublisher(DisabledTransport(connection.disabled))
     transport = PushTransport(
-        endpoint,
+        connection.endpoint,
         hwm=settings.sndhwm,
         max_bytes=settings.queue_max_bytes,
         max_event_bytes=settings.max_event_bytes,
         linger_ms=settings.linger_ms,
-        curve=curve,
+        curve=connection.curve,
     )
     return EventPublisher(transport)
 

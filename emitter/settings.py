@@ -1,8 +1,9 @@
-"""The emitter's limits, read from the same environment file as the forwarder's settings.
+"""The emitter's settings, read from the same environment file as the forwarder's: the one place
+the emitter reads its environment.
 
-`openalgo-forwarder check` reads them strictly (a bad value is a configuration error); the trading
-process reads them leniently (a bad value is logged and the default used), since a publisher must
-never stop the app it lives in.
+`openalgo-forwarder check` reads the limits strictly (a bad value is a configuration error); the
+trading process reads everything leniently (a bad value is logged and the default used, or
+publishing switched off), since a publisher must never stop the app it lives in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from emitter.config import ConfigError, env_int
+from emitter.config import ConfigError, CurveKeys, curve_client_keys, env_int, resolve_endpoint
 from emitter.transport import (
     DEFAULT_LINGER_MS,
     DEFAULT_MAX_EVENT_BYTES,
@@ -21,7 +22,7 @@ from emitter.transport import (
     zmq_hwm,
 )
 
-__all__ = ["MIN_EVENT_BYTES", "EmitterSettings"]
+__all__ = ["MIN_EVENT_BYTES", "Connection", "EmitterSettings"]
 
 MIN_EVENT_BYTES: Final = 1024
 """An ordinary order event encodes to about 200 bytes; below this limit even those are at risk."""
@@ -85,6 +86,34 @@ class EmitterSettings:
             f"{_size(self.queue_max_bytes)}; refuses events over {_size(self.max_event_bytes)}; "
             f"exit waits up to {self.linger_ms} ms"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the app's events go and with which CURVE keys; `disabled` says why none go at all."""
+
+    endpoint: str = ""
+    curve: CurveKeys | None = None
+    disabled: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, report: Report) -> Connection:
+        """Lenient: a bad endpoint or key switches publishing off, reported; a bad opt-in
+        (FORWARDER_ALLOW_*) is read as its default, 0."""
+        try:
+            curve = curve_client_keys(env)
+        except ConfigError as exc:
+            report(f"{exc}; event publishing is disabled")
+            return cls(disabled=f"invalid {exc.variable}")
+        while True:
+            try:
+                return cls(resolve_endpoint(env, curve=curve is not None), curve)
+            except ConfigError as exc:
+                if exc.variable not in ("FORWARDER_ALLOW_REMOTE", "FORWARDER_ALLOW_INSECURE_TCP"):
+                    report(f"{exc}; event publishing is disabled")
+                    return cls(disabled="invalid FORWARDER_ENDPOINT")
+                report(f"{exc}; using the default 0")
+                env = {**env, exc.variable: "0"}
 
 
 def _size(count: int) -> str:
