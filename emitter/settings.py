@@ -99,7 +99,7 @@ class Connection:
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, report: Report) -> Connection:
         """Lenient: a bad endpoint or key switches publishing off, reported; a bad opt-in
-        (FORWARDER_ALLOW_*) is read as its default, 0."""
+        (FORWARDER_ALLOW_REMOTE, FORWARDER_ALLOW_INSECURE_TCP) is read as its default, 0."""
         try:
             curve = curve_client_keys(env)
         except ConfigError as exc:
