@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import structlog
 
 from emitter.config import ConfigError
@@ -28,6 +29,7 @@ __all__ = [
     "FILE_NAME",
     "HEAD_BYTES",
     "DeadLetters",
+    "Record",
     "count_records",
     "locked",
 ]
@@ -42,6 +44,37 @@ _FIELDS_BYTES: Final = 16 << 10
 a frame whose base64 would not fit beside them is summarised before any of it is encoded."""
 
 log = structlog.get_logger("forwarder.deadletter")
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One line of the dead-letter file, as the forwarder writes it and the commands read it;
+    the defaults read the lines of older forwarders, which had no id, hash or length."""
+
+    id: str | None = None
+    time: str | None = None
+    reason: str = ""
+    sink: str | None = None
+    """None when the frame never decoded, so no sink was involved."""
+    event_id: str | None = None
+    length: int | None = None
+    sha256: str | None = None
+    truncated: bool = False
+    """Only the first HEAD_BYTES of the frame were kept."""
+    raw: str = ""
+    """The frame (or its head), base64."""
+
+    def line(self) -> bytes:
+        """The record as one JSON line, ASCII only."""
+        fields = msgspec.structs.asdict(self)
+        return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def read(cls, line: str) -> Record | None:
+        """The record on a line; None when the line is not one."""
+        try:
+            return msgspec.json.decode(line, type=cls)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
 
 
 class DeadLetters:
@@ -126,18 +159,17 @@ class DeadLetters:
         raw: bytes, reason: str, sink: str | None, event_id: str | None, *, whole: bool
     ) -> bytes:
         kept = raw if whole else raw[:HEAD_BYTES]
-        record = {
-            "id": secrets.token_hex(8),
-            "time": utc_timestamp(time.time_ns()),
-            "reason": reason,
-            "sink": sink,
-            "event_id": event_id,
-            "length": len(raw),
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "truncated": not whole,
-            "raw": base64.b64encode(kept).decode("ascii"),
-        }
-        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        return Record(
+            id=secrets.token_hex(8),
+            time=utc_timestamp(time.time_ns()),
+            reason=reason,
+            sink=sink,
+            event_id=event_id,
+            length=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            truncated=not whole,
+            raw=base64.b64encode(kept).decode("ascii"),
+        ).line()
 
     def _append(self, data: bytes) -> None:
         with locked(self.path):

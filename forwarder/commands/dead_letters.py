@@ -15,7 +15,6 @@ import argparse
 import base64
 import binascii
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ import msgspec
 
 from emitter.config import CurveKeys
 from emitter.contract import InvalidEnvelope, decode_envelope
-from forwarder.deadletter import FILE_NAME, locked, rotated
+from forwarder.deadletter import FILE_NAME, Record, locked, rotated
 from forwarder.errors import ForwarderError
 from forwarder.ops.control import ControlError, control_path, query
 from forwarder.printable import printable, printable_json
@@ -52,21 +51,25 @@ class Letter:
     """One record of a dead-letter file."""
 
     id: str
-    fields: dict[str, Any]
+    record: Record
     text: str
     """The line as stored, written back unchanged by a rewrite."""
 
     @property
     def raw(self) -> bytes:
         try:
-            return base64.b64decode(str(self.fields.get("raw", "")), validate=True)
+            return base64.b64decode(self.record.raw, validate=True)
         except (binascii.Error, ValueError):
             return b""
 
     @property
     def key(self) -> tuple[str, str]:
         """What a rewrite matches: the id and the frame's hash (the line's, for an old one)."""
-        return self.id, str(self.fields.get("sha256") or _digest(self.text))
+        return self.id, self.record.sha256 or _digest(self.text)
+
+    def fields(self) -> dict[str, Any]:
+        """The record's fields, its id as the commands name it."""
+        return msgspec.structs.asdict(self.record) | {"id": self.id}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,16 +130,11 @@ def read(path: Path) -> list[Letter]:
 
 
 def _letter(line: str) -> Letter:
-    try:
-        fields = json.loads(line)
-    except ValueError:
-        fields = None
-    if not isinstance(fields, dict):
-        fields = {"reason": "unreadable line in the dead-letter file"}
-    stored = fields.get("id")
-    if isinstance(stored, str) and len(stored) >= _MIN_PREFIX and stored.isalnum():
-        return Letter(stored, fields, line)
-    return Letter(_digest(line)[:16], fields, line)
+    record = Record.read(line) or Record(reason="unreadable line in the dead-letter file")
+    stored = record.id
+    if stored is not None and len(stored) >= _MIN_PREFIX and stored.isalnum():
+        return Letter(stored, record, line)
+    return Letter(_digest(line)[:16], record, line)
 
 
 def _digest(text: str) -> str:
@@ -153,21 +151,21 @@ def _event_name(letter: Letter) -> str:
 def _list(letters: Sequence[Letter], *, as_json: bool) -> int:
     if as_json:
         for letter in letters:
-            print(printable_json({**letter.fields, "id": letter.id}))
+            print(printable_json(letter.fields()))
         return 0
     if not letters:
         print("no dead letters")
         return 0
     rows = [("id", "time", "sink", "event id", "event", "reason")]
     for letter in letters:
-        f = letter.fields
-        reason = str(f.get("reason", ""))
+        record = letter.record
+        reason = record.reason
         rows.append(
             (
                 printable(letter.id),
-                printable(str(f.get("time", "-"))),
-                printable(str(f.get("sink") or "-")),
-                printable(str(f.get("event_id") or "-")),
+                printable(record.time or "-"),
+                printable(record.sink or "-"),
+                printable(record.event_id or "-"),
                 printable(_event_name(letter)),
                 printable(
                     reason if len(reason) <= _REASON_WIDTH else reason[: _REASON_WIDTH - 1] + "…"
@@ -183,9 +181,9 @@ def _list(letters: Sequence[Letter], *, as_json: bool) -> int:
 
 
 def _show(letter: Letter) -> int:
-    shown = {k: v for k, v in letter.fields.items() if k != "raw"} | {"id": letter.id}
-    if letter.fields.get("truncated"):
-        shown["kept"] = f"the first {len(letter.raw)} of {letter.fields.get('length')} bytes"
+    shown = {k: v for k, v in letter.fields().items() if k != "raw"}
+    if letter.record.truncated:
+        shown["kept"] = f"the first {len(letter.raw)} of {letter.record.length} bytes"
     try:
         shown["envelope"] = msgspec.to_builtins(msgspec.structs.asdict(decode_envelope(letter.raw)))
     except InvalidEnvelope as exc:
@@ -236,7 +234,7 @@ def _replay(path: Path, settings: Settings, chosen: Sequence[Letter]) -> int:
         raise DeadLetterCommandError(f"the forwarder must be running to replay: {exc}") from exc
     sendable = []
     for letter in chosen:
-        if letter.fields.get("truncated"):
+        if letter.record.truncated:
             print(f"{letter.id}: kept, only its first {len(letter.raw)} bytes were kept")
             continue
         try:

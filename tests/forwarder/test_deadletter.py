@@ -20,6 +20,7 @@ from forwarder.deadletter import (
     FILE_NAME,
     HEAD_BYTES,
     DeadLetters,
+    Record,
 )
 from forwarder.stats import Stats
 from tests.support.forwarder import envelope
@@ -173,3 +174,28 @@ class TestBounded:
         assert sum(line["count"] for line in discarded) == stats.dead_letters_discarded
         assert {line["log_level"] for line in discarded} == {"warning"}
         assert stats.snapshot().dead_letters_discarded == stats.dead_letters_discarded
+
+
+class TestRecord:
+    def test_written_and_read_back_as_one_shape(self, tmp_path):
+        """The line the forwarder appends is the Record the commands read."""
+        letters = DeadLetters(tmp_path, Stats())
+        letters.record(b"\x01\x02", "bad frame", sink="kafka", event_id="ev-1")
+        record = Record.read(letters.path.read_text().splitlines()[0])
+        assert record is not None
+        assert (record.reason, record.sink, record.event_id, record.length) == (
+            "bad frame",
+            "kafka",
+            "ev-1",
+            2,
+        )
+
+    def test_a_line_of_an_older_forwarder_reads_with_defaults(self):
+        """Records written before ids and hashes existed still read."""
+        record = Record.read('{"time":"2026-01-29T10:30:45.123456Z","reason":"old","raw":"AQI="}')
+        assert record == Record(time="2026-01-29T10:30:45.123456Z", reason="old", raw="AQI=")
+
+    @pytest.mark.parametrize("line", ["", "not json", "[1, 2]", '{"length": "ten"}'])
+    def test_a_line_that_is_not_a_record_reads_as_none(self, line):
+        """The commands show such a line as unreadable instead of failing."""
+        assert Record.read(line) is None
