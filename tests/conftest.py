@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import KafkaBroker
+from harness.broker import KafkaBroker
 from tests.support.processes import become_subreaper, end, running_descendants
 
 EXTERNAL_KAFKA = "KAFKA_TEST_BOOTSTRAP_SERVERS"

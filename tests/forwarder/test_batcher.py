@@ -13,7 +13,7 @@ from emitter.contract import encode_envelope
 from forwarder.batcher import Batcher
 from forwarder.settings import Settings
 from forwarder.store import Backlog, Store, open_store
-from tests.support.forwarder import envelope
+from harness.events import numbered
 
 
 @pytest.fixture(params=["disk", "memory"])
@@ -32,7 +32,7 @@ def backlog(store) -> Backlog:
 
 
 def put(store: Store, numbers: range) -> None:
-    envelopes = [envelope(n) for n in numbers]
+    envelopes = [numbered(n) for n in numbers]
     store.put([encode_envelope(e) for e in envelopes], envelopes)
 
 

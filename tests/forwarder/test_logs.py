@@ -17,10 +17,12 @@ import zmq.auth
 from emitter.publisher import publisher_from_env
 from forwarder.curve import keygen
 from forwarder.logs import REDACTED, WIRE_LOGGERS, Redactor, Throttle, configure
-from tests.support.broker import KafkaBroker, free_port, unique_topic
-from tests.support.forwarder import ForwarderProcess, forwarder_env
+from harness.broker import KafkaBroker, unique_topic
+from harness.forwarder import ForwarderProcess, forwarder_env
+from harness.net import free_port
+from harness.relay_app import relay_server
+from harness.waits import wait_until
 from tests.support.sasl import SASL_AUTHENTICATE, sasl_proxy
-from tests.support.socketio_server import relay_server, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -218,7 +220,7 @@ class TestNoSecretInTheDaemon:
             assert publisher.publish_order_event("alice", "SBIN-EQ", "BUY", "ORD1", "live")
             publisher.close()
             process.wait_for_log("batch_delivered", timeout=60, sink="socketio")
-            wait_until(lambda: SASL_AUTHENTICATE in proxy.api_keys, "the SASL password sent")
+            wait_until(lambda: SASL_AUTHENTICATE in proxy.api_keys, what="the SASL password sent")
             process.stop()
         output = process.output()
         assert output.count("\n") > 50  # DEBUG really was on
