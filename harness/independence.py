@@ -31,7 +31,7 @@ from harness.browser import BrowserTab, browser_tab
 from harness.forwarder import ForwarderProcess, forwarder_env
 from harness.net import free_port
 from harness.proxy import FaultProxy, fault_proxy
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 from harness.waits import poll
 
 __all__ = ["KINDS", "SLOW_S", "measure"]
@@ -98,7 +98,7 @@ def _rig(
         port = free_port()
         kafka_proxy = stack.enter_context(fault_proxy(port))
         broker = stack.enter_context(KafkaBroker(port, advertised_port=kafka_proxy.port))
-        server = stack.enter_context(relay_server(secret, run_dir / "server.log"))
+        server = stack.enter_context(RelayServer(secret, run_dir / "server.log"))
         relay_proxy = stack.enter_context(fault_proxy(server.port))
         browser = stack.enter_context(browser_tab(server.url))
         env = forwarder_env(

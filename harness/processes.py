@@ -7,12 +7,11 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Self
 
-__all__ = ["ROOT", "Child", "Report", "StartError", "child", "child_env", "silent"]
+__all__ = ["ROOT", "Child", "Report", "Service", "StartError", "child_env", "silent"]
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 """The checkout: children run from it, so `python -m harness...` and `-m forwarder` resolve."""
@@ -31,6 +30,23 @@ def child_env(**settings: str) -> dict[str, str]:
     """An environment from scratch: the user's own KAFKA_* or SOCKETIO_* must not leak in."""
     env = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
     return env | settings
+
+
+class Service:
+    """Started on entering a `with` block and stopped on leaving it, however the block ends."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def silent(line: str) -> None:
@@ -107,24 +123,3 @@ class Child:
     def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-
-
-@contextmanager
-def child(
-    name: str,
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str],
-    grace_s: float = 10.0,
-    stdout: int | IO[bytes] | None = subprocess.DEVNULL,
-    stderr: int | IO[bytes] | None = subprocess.STDOUT,
-    report: Report = silent,
-) -> Iterator[Child]:
-    """`argv` started from the checkout, stopped on the way out, whatever happened inside."""
-    started = Child(
-        name, argv, env=env, grace_s=grace_s, stdout=stdout, stderr=stderr, report=report
-    )
-    try:
-        yield started
-    finally:
-        started.stop()

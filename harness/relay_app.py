@@ -6,7 +6,7 @@ from SOCKETIO_RELAY_SECRET, as in the README, never from argv. A browser joins t
 by its `auth` user. With `--browser-page DIR` it also serves DIR's page for headless Chromium
 (`/browser`), which echoes every event it receives back, readable at `/browser/received`.
 
-`RelayServer` starts it as a child process that can be stopped and started again on its port.
+`RelayServer` runs it as a child process that can be stopped and started again on its port.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -30,9 +28,9 @@ import flask_socketio
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from emitter.relay import install_relay
-from harness.processes import Child, Report, StartError, child_env, silent
+from harness.processes import Child, Report, Service, StartError, child_env, silent
 
-__all__ = ["SECRET_VARIABLE", "ClosingRequestHandler", "RelayServer", "main", "relay_server"]
+__all__ = ["SECRET_VARIABLE", "ClosingRequestHandler", "RelayServer", "main"]
 
 SECRET_VARIABLE: Final = "SOCKETIO_RELAY_SECRET"  # noqa: S105 - a variable name, no secret
 _START_TIMEOUT_S: Final = 30.0
@@ -145,7 +143,7 @@ def main() -> None:
     server.server_close()
 
 
-class RelayServer:
+class RelayServer(Service):
     """The app as a child process: start, stop, and start again on the same port."""
 
     def __init__(
@@ -218,32 +216,6 @@ class RelayServer:
         if not line.startswith("PORT "):
             raise StartError(f"the Socket.IO app did not start:\n{self.log_text()}")
         return int(line.split()[1])
-
-
-@contextmanager
-def relay_server(
-    secret: str,
-    log_path: Path,
-    *,
-    per_user_rooms: bool = False,
-    max_http_buffer_size: int | None = None,
-    browser_page: Path | None = None,
-    report: Report = silent,
-) -> Iterator[RelayServer]:
-    """A started app, stopped however the caller ends."""
-    server = RelayServer(
-        secret,
-        log_path,
-        per_user_rooms=per_user_rooms,
-        max_http_buffer_size=max_http_buffer_size,
-        browser_page=browser_page,
-        report=report,
-    )
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import requests
 from forwarder.settings import SocketIOSettings
 from forwarder.sinks.socketio import SocketIOSink
 from harness.processes import ROOT
-from harness.relay_app import RelayServer, relay_server
+from harness.relay_app import RelayServer
 from harness.waits import wait_until
 from tests.support.browser_events import browser_batch
 
@@ -60,7 +60,7 @@ def server(tmp_path) -> Iterator[RelayServer]:
         pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (Debian package chromium)")
     if not BUNDLE.exists():
         pytest.fail(f"{BUNDLE} is missing: run `make browser-deps` (npm socket.io-client)")
-    with relay_server(SECRET, tmp_path / "server.log", browser_page=PAGE) as started:
+    with RelayServer(SECRET, tmp_path / "server.log", browser_page=PAGE) as started:
         yield started
 
 

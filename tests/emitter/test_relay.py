@@ -13,7 +13,7 @@ import socketio
 
 from emitter.relay import BATCH_EVENT, DEFAULT_NAMESPACE, LIMITS_EVENT, install_relay
 from harness.browser import browser_tab
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 from harness.waits import wait_until
 from tests.support.browser_events import BROWSER_EVENTS
 from tests.support.plain_server import plain_server
@@ -191,7 +191,7 @@ class TestRelayOnFlaskSocketIO:
     def test_relays_with_the_secret_and_refuses_without_it(self, tmp_path):
         """Under Flask-SocketIO the secret admits a client, anything else is refused and logged."""
         log_path = tmp_path / "server.log"
-        with relay_server(SECRET, log_path) as server, browser_tab(server.url) as browser:
+        with RelayServer(SECRET, log_path) as server, browser_tab(server.url) as browser:
             for auth in ({"secret": WRONG}, {}):
                 with pytest.raises(socketio.exceptions.ConnectionError):
                     connect_relay(server.url, auth)
@@ -214,7 +214,7 @@ class TestRelayOnFlaskSocketIO:
     def test_per_user_rooms_under_flask_socketio(self, tmp_path):
         """Flask-SocketIO rooms work the same: a user's event reaches that user's browser only."""
         with (
-            relay_server(SECRET, tmp_path / "server.log", per_user_rooms=True) as server,
+            RelayServer(SECRET, tmp_path / "server.log", per_user_rooms=True) as server,
             browser_tab(server.url, user="bob") as bob,
             relay_client(server.url) as client,
         ):

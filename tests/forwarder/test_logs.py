@@ -20,7 +20,7 @@ from forwarder.logs import REDACTED, WIRE_LOGGERS, Redactor, Throttle, configure
 from harness.broker import KafkaBroker, unique_topic
 from harness.forwarder import ForwarderProcess, forwarder_env
 from harness.net import free_port
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 from harness.waits import wait_until
 from tests.support.sasl import SASL_AUTHENTICATE, sasl_proxy
 
@@ -188,7 +188,7 @@ class TestNoSecretInTheDaemon:
         with (
             KafkaBroker() as broker,
             sasl_proxy(broker.port) as proxy,
-            relay_server(RELAY_SECRET, tmp_path / "relay.log") as relay,
+            RelayServer(RELAY_SECRET, tmp_path / "relay.log") as relay,
         ):
             env = forwarder_env(
                 tmp_path,

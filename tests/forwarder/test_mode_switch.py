@@ -16,7 +16,7 @@ from harness.broker import consume
 from harness.browser import browser_tab
 from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
 from harness.net import free_port
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ def test_events_held_for_kafka_reach_kafka_after_a_socketio_spell_and_never_the_
     assert first.wait(30) == 0
 
     metrics_port = free_port()
-    with relay_server(SECRET, tmp_path / "server.log") as server:
+    with RelayServer(SECRET, tmp_path / "server.log") as server:
         socketio_only = base | {
             "ORDER_EVENT_MODE": "SOCKETIO",
             "SOCKETIO_URL": server.url,

@@ -18,7 +18,7 @@ from harness.broker import consume
 from harness.browser import browser_tab
 from harness.forwarder import ForwarderProcess, forwarder_env
 from harness.proxy import fault_proxy
-from harness.relay_app import relay_server
+from harness.relay_app import RelayServer
 from tests.emitter.test_openalgo import (
     OPENALGO_TOPICS,
     Bus,
@@ -99,7 +99,7 @@ class TestForwarderToBrowsers:
     def test_every_event_reaches_the_browser_identical_and_in_order(self, tmp_path, forwarders):
         """Event names and payloads exactly as published, in publishing order."""
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, server.url)
@@ -123,7 +123,7 @@ class TestForwarderToBrowsers:
         minus API keys, with its topic; the browser gets OpenAlgo's event or, for live
         failures, none."""
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             browser_tab(server.url) as browser,
         ):
             process = start(
@@ -167,7 +167,7 @@ class TestForwarderToBrowsers:
     ):
         wrong = "not-the-relay-secret-but-long-enough-0"
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, server.url, SOCKETIO_RELAY_SECRET=wrong)
@@ -195,7 +195,7 @@ class TestForwarderToBrowsers:
         """
         total = 600
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             fault_proxy(server.port) as proxy,
         ):
             process = start(
@@ -230,7 +230,7 @@ class TestForwarderToBrowsers:
         limits) but over what the relay's server takes (100,000 bytes here): refused for good,
         never retried, and the events on either side reach the browser."""
         with (
-            relay_server(SECRET, tmp_path / "server.log", max_http_buffer_size=100_000) as server,
+            RelayServer(SECRET, tmp_path / "server.log", max_http_buffer_size=100_000) as server,
             browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, server.url)
@@ -255,7 +255,7 @@ class TestForwarderToBrowsers:
         """4 MB waiting when the relay comes back: sent in calls its server takes, in order."""
         total = 2000
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             fault_proxy(server.port) as proxy,
             browser_tab(server.url) as browser,
         ):

@@ -22,7 +22,7 @@ from forwarder.settings import SocketIOSettings
 from forwarder.sinks.base import Delivery
 from forwarder.sinks.socketio import CALL_MAX, SocketIOSink, call_size
 from harness.browser import browser_tab
-from harness.relay_app import RelayServer, relay_server
+from harness.relay_app import RelayServer
 from harness.waits import wait_until
 from tests.support.browser_events import browser_batch, relayed
 from tests.support.plain_server import plain_server
@@ -57,7 +57,7 @@ def settings(url: str, secret: str = SECRET, **more: Any) -> SocketIOSettings:
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[RelayServer]:
-    with relay_server(SECRET, tmp_path / "server.log") as started:
+    with RelayServer(SECRET, tmp_path / "server.log") as started:
         yield started
 
 
