@@ -71,10 +71,11 @@ def envelope(n: int) -> Envelope:
 
 @contextmanager
 def forwarder(run_dir: Path, **settings: str) -> Iterator[ForwarderProcess]:
-    """The daemon as a child process, started and stopped around the caller."""
+    """The daemon as a child process, its JSON log in run_dir/forwarder.log, read when asked."""
     process = ForwarderProcess(
         forwarder_env(run_dir, short_retries=False, FORWARDER_STATS_INTERVAL_S="0", **settings),
         grace_s=15,
+        log_path=run_dir / "forwarder.log",
     )
     try:
         yield process.start()

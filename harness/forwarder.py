@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from harness.processes import ROOT, Child, Report, StartError, child_env, silent
-from harness.waits import WaitTimeoutError
+from harness.waits import WaitTimeoutError, poll
 
 __all__ = ["ForwarderProcess", "LineHandler", "forwarder_env", "run_cli", "running_forwarders"]
 
@@ -67,6 +68,7 @@ class ForwarderProcess:
         grace_s: float = _GRACE_S,
         on_line: LineHandler = _ignore,
         report: Report = silent,
+        log_path: Path | None = None,
     ) -> None:
         self.env = dict(env)
         self.command = [sys.executable, "-m", "forwarder", "run"] if command is None else command
@@ -76,6 +78,10 @@ class ForwarderProcess:
         """How long stop() waits after SIGTERM before SIGKILL."""
         self._on_line = on_line
         self._report = report
+        self.log_path = log_path
+        """Where the output goes instead of a pipe, read only when asked: a benchmark's own
+        process then spends nothing on the forwarder's log while it measures."""
+        self._read_up_to = 0
         self._lines: list[dict[str, Any]] = []
         self._text: list[str] = []
         self._changed = threading.Condition()
@@ -92,17 +98,24 @@ class ForwarderProcess:
 
     def start(self, timeout: float = _START_TIMEOUT_S) -> ForwarderProcess:
         """Start it and wait for `forwarder_started`, its sign that it receives."""
-        self._child = Child(
-            "forwarder",
-            self.command,
-            env=self.env,
-            grace_s=self.grace_s,
-            stdout=subprocess.PIPE,
-            umask=self.umask,
-            report=self._report,
-        )
-        self._reader = threading.Thread(target=self._read, name="forwarder-log", daemon=True)
-        self._reader.start()
+        with contextlib.ExitStack() as stack:
+            stdout = (
+                subprocess.PIPE
+                if self.log_path is None
+                else stack.enter_context(self.log_path.open("wb"))
+            )
+            self._child = Child(
+                "forwarder",
+                self.command,
+                env=self.env,
+                grace_s=self.grace_s,
+                stdout=stdout,
+                umask=self.umask,
+                report=self._report,
+            )
+        if self.log_path is None:
+            self._reader = threading.Thread(target=self._read, name="forwarder-log", daemon=True)
+            self._reader.start()
         try:
             self.wait_for_log("forwarder_started", timeout)
         except WaitTimeoutError as exc:
@@ -111,11 +124,13 @@ class ForwarderProcess:
 
     def logs(self, event: str | None = None) -> list[dict[str, Any]]:
         """Every JSON line so far, or those of one event."""
+        self._read_file()
         with self._changed:
             return [line for line in self._lines if event is None or line.get("event") == event]
 
     def output(self) -> str:
         """Everything printed, for failure messages."""
+        self._read_file()
         with self._changed:
             return "\n".join(self._text)
 
@@ -133,9 +148,19 @@ class ForwarderProcess:
                 None,
             )
 
-        with self._changed:
-            self._changed.wait_for(lambda: found() is not None or self._reader_done(), timeout)
-            line = found()
+        def seen() -> tuple[dict[str, Any] | None] | None:
+            """(the line,) once found, (None,) once the output ended without it."""
+            ended = self._reader_done() if self.log_path is None else not self._running().running
+            self._read_file()
+            with self._changed:
+                line = found()
+            return (line,) if line is not None or ended else None
+
+        if self.log_path is None:
+            with self._changed:
+                self._changed.wait_for(lambda: seen() is not None, timeout)
+        outcome = poll(seen, 0 if self.log_path is None else timeout)
+        line = None if outcome is None else outcome[0]
         if line is None:
             raise WaitTimeoutError(
                 f"no {event} line {match} within {timeout} s; output:\n{self.output()}"
@@ -180,15 +205,30 @@ class ForwarderProcess:
         assert stdout is not None
         with stdout:
             for raw in stdout:
-                text = raw.decode(errors="replace").rstrip("\n")
-                record = _parse(text)
-                self._on_line(text, record)
-                with self._changed:
-                    self._text.append(text)
-                    if record is not None:
-                        self._lines.append(record)
-                    self._changed.notify_all()
+                self._keep(raw)
         with self._changed:
+            self._changed.notify_all()
+
+    def _read_file(self) -> None:
+        """The complete lines written to `log_path` since the last call."""
+        if self.log_path is None or not self.log_path.exists():
+            return
+        with self.log_path.open("rb") as log:
+            log.seek(self._read_up_to)
+            written = log.read()
+        complete = written[: written.rfind(b"\n") + 1]
+        self._read_up_to += len(complete)
+        for raw in complete.splitlines():
+            self._keep(raw)
+
+    def _keep(self, raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip("\n")
+        record = _parse(text)
+        self._on_line(text, record)
+        with self._changed:
+            self._text.append(text)
+            if record is not None:
+                self._lines.append(record)
             self._changed.notify_all()
 
 
