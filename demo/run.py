@@ -14,7 +14,7 @@ from typing import Final
 
 from demo.console import say
 from demo.consumer import read_topic
-from demo.daemon import log_printer
+from demo.forwarder_log import log_printer
 from demo.report import Outcome, match
 from demo.session import trade
 from emitter.publisher import PublisherStats, get_event_publisher

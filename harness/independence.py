@@ -10,7 +10,8 @@ catching up is not measured):
 
 It returns, per stretch, the delivery latency of every event the measured sink got that was
 emitted in it: to the browser tab's arrival for the browser, to the broker's acknowledgement for
-Kafka (the age of each batch's oldest event, from the forwarder's `batch_delivered` lines).
+Kafka (the age of each batch's oldest event, from the forwarder's `batch_delivered` lines). The
+forwarder's log goes to a file read at the end: the measuring process spends nothing on it.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _rig(
             SOCKETIO_ACK_TIMEOUT_S="2",
             FORWARDER_STATS_INTERVAL_S="0",
         )
-        process = ForwarderProcess(env | settings)
+        process = ForwarderProcess(env | settings, log_path=run_dir / "forwarder.log")
         stack.callback(process.stop)
         process.start()
         yield process, browser, {"kafka": kafka_proxy, "relay": relay_proxy}

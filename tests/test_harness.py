@@ -9,7 +9,7 @@ import pytest
 
 from harness.processes import Child, child_env
 from harness.waits import WaitTimeoutError, poll, wait_until
-from tests.support.processes import running_descendants
+from tests.support.descendants import running_descendants
 
 
 class TestChild:
