@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,35 +29,31 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import zmq
 from confluent_kafka import Producer
 from kafka import KafkaProducer
 
-from demo.app import running_app
-from demo.broker import running_broker
-from demo.browser import browser_tab
-from demo.children import child, child_env
-from emitter.contract import SCHEMA_VERSION, Envelope, encode_envelope
+from emitter.contract import Envelope, encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.ops.control import ControlError, control_path, query
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
 from forwarder.sinks.kafka_record import kafka_headers, kafka_value
 from forwarder.sinks.settings import KafkaSettings
+from harness import events
+from harness.broker import KafkaBroker
+from harness.browser import browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env
+from harness.relay_app import RelayServer
+from harness.waits import wait_until
 
 SECRET_LENGTH = 32
 CLIENTS = ("kafka-python", "confluent")
 
 
 def envelope(n: int) -> Envelope:
-    return Envelope(
-        SCHEMA_VERSION,
-        f"bench-{n:08d}",
-        time.time_ns(),
+    """An order of one of eight users, numbered `n`."""
+    return events.envelope(
         "order_event",
-        "order.placed",
-        f"user{n % 8}",
-        f"user{n % 8}",
         {
             "symbol": "SBIN-EQ",
             "action": "BUY",
@@ -68,75 +63,60 @@ def envelope(n: int) -> Envelope:
             "product_type": "MIS",
             "mode": "live",
         },
-        True,
+        id=f"bench-{n:08d}",
+        topic="order.placed",
+        user_id=f"user{n % 8}",
     )
 
 
 @contextmanager
-def forwarder(run_dir: Path, **settings: str) -> Iterator[dict[str, str]]:
-    """The daemon as a subprocess, its JSON log in run_dir/forwarder.log; its environment."""
-    env = child_env(
-        FORWARDER_ENDPOINT=f"ipc://{run_dir}/events.sock",
-        FORWARDER_STATE_DIR=str(run_dir / "state"),
-        LOG_FORMAT="json",
-        FORWARDER_STATS_INTERVAL_S="0",
-        **settings,
+def forwarder(run_dir: Path, **settings: str) -> Iterator[ForwarderProcess]:
+    """The daemon as a child process, its JSON log in run_dir/forwarder.log, read when asked."""
+    process = ForwarderProcess(
+        forwarder_env(run_dir, short_retries=False, FORWARDER_STATS_INTERVAL_S="0", **settings),
+        grace_s=15,
+        log_path=run_dir / "forwarder.log",
     )
-    with (
-        (run_dir / "forwarder.log").open("wb") as log,
-        child(
-            "forwarder",
-            [sys.executable, "-m", "forwarder", "run"],
-            env=env,
-            grace_s=15,
-            stdout=log,
-        ) as started,
-    ):
-        stats(env, until=lambda _: True)
-        env["PID"] = str(started.process.pid)
-        yield env
+    try:
+        yield process.start()
+    finally:
+        process.stop()
 
 
-def stats(env: dict[str, str], until: Any, timeout: float = 300) -> dict[str, Any]:
+def stats(process: ForwarderProcess, until: Any, timeout: float = 300) -> dict[str, Any]:
     """Poll the control socket until `until(snapshot)` holds."""
-    path = control_path(env["FORWARDER_ENDPOINT"], Path(env["FORWARDER_STATE_DIR"]))
-    deadline = time.monotonic() + timeout
-    while True:
+    path = control_path(process.env["FORWARDER_ENDPOINT"], Path(process.env["FORWARDER_STATE_DIR"]))
+
+    def reached() -> dict[str, Any] | None:
         try:
-            snapshot = query(path)
-            if until(snapshot):
-                return snapshot
+            snapshot: dict[str, Any] = query(path)
         except ControlError:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the forwarder did not get there in {timeout} s")
-        time.sleep(0.1)
+            return None
+        return snapshot if until(snapshot) else None
+
+    return wait_until(reached, timeout, what="the forwarder's stats", interval=0.1)
 
 
 def forwarder_rate(bootstrap: str, run_dir: Path, count: int, client: str) -> float:
     frames = [encode_envelope(envelope(n)) for n in range(count)]
-    with forwarder(
-        run_dir,
-        ORDER_EVENT_MODE="KAFKA",
-        KAFKA_CLIENT=client,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        KAFKA_ORDER_EVENTS_TOPIC=f"bench-fwd-{run_dir.name}",
-    ) as env:
-        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        push = context.socket(zmq.PUSH)
-        push.setsockopt(zmq.SNDHWM, 0)
-        push.connect(env["FORWARDER_ENDPOINT"])
+    with (
+        forwarder(
+            run_dir,
+            ORDER_EVENT_MODE="KAFKA",
+            KAFKA_CLIENT=client,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            KAFKA_ORDER_EVENTS_TOPIC=f"bench-fwd-{run_dir.name}",
+        ) as process,
+        events.pusher(process.env["FORWARDER_ENDPOINT"], linger_ms=0, hwm=0) as push,
+    ):
         # Like the raw loop's warm-up record: the producer is connected and the topic exists.
         push.send(encode_envelope(envelope(count)))
-        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= 1)
+        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= 1)
         started = time.perf_counter()
         for frame in frames:
             push.send(frame)
-        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + 1)
+        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + 1)
         elapsed = time.perf_counter() - started
-        push.close(linger=0)
-        context.term()
     return count / elapsed
 
 
@@ -175,8 +155,8 @@ def latency(bootstrap: str, run_dir: Path, count: int, rate: float) -> dict[str,
     """Milliseconds: emit to Kafka acknowledgement (oldest of each batch), emit to browser."""
     secret = secrets.token_urlsafe(SECRET_LENGTH)
     with ExitStack() as stack:
-        url = stack.enter_context(running_app(run_dir, secret))
-        env = stack.enter_context(
+        url = stack.enter_context(RelayServer(secret, run_dir / "app.log")).url
+        process = stack.enter_context(
             forwarder(
                 run_dir,
                 ORDER_EVENT_MODE="SOCKETIO,KAFKA",
@@ -187,23 +167,22 @@ def latency(bootstrap: str, run_dir: Path, count: int, rate: float) -> dict[str,
             )
         )
         tab = stack.enter_context(browser_tab(url))
-        publisher = publisher_from_env({"FORWARDER_ENDPOINT": env["FORWARDER_ENDPOINT"]})
+        publisher = publisher_from_env({"FORWARDER_ENDPOINT": process.env["FORWARDER_ENDPOINT"]})
         warm_up = 100
         publish(publisher, 0, warm_up, rate)
         tab.wait_for(warm_up, timeout=60)
-        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= warm_up)
+        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= warm_up)
         publish(publisher, warm_up, count, rate)
         publisher.close()
         events = tab.wait_for(count + warm_up, timeout=60)
         arrived = list(tab.arrived_ns)
-        stats(env, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + warm_up)
+        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + warm_up)
     browser = [(arrived[i] - payload["emit_ns"]) / 1e6 for i, (_, payload) in enumerate(events)][
         warm_up:
     ]
     kafka: list[float] = []
-    for line in (run_dir / "forwarder.log").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("event") == "batch_delivered" and record.get("sink") == "kafka":
+    for record in process.logs("batch_delivered"):
+        if record.get("sink") == "kafka":
             kafka.extend([record["age_ms"]] * record["count"])
     return {"kafka": kafka[warm_up:], "browser": browser}
 
@@ -224,8 +203,8 @@ def idle_cost(bootstrap: str, run_dir: Path, seconds: float) -> tuple[float, flo
         ORDER_EVENT_MODE="KAFKA",
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         KAFKA_ORDER_EVENTS_TOPIC=f"bench-idle-{run_dir.name}",
-    ) as env:
-        pid = int(env["PID"])
+    ) as process:
+        pid = process.pid
         time.sleep(2)
         before = cpu_s(pid)
         time.sleep(seconds)
@@ -264,9 +243,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
-        broker_dir = root / "broker"
-        broker_dir.mkdir()
-        with running_broker(broker_dir) as servers:
+        with KafkaBroker() as broker:
+            servers = broker.bootstrap
             rates: dict[str, dict[str, list[float]]] = {
                 client: {"raw": [], "forwarder": []} for client in CLIENTS
             }

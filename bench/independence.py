@@ -4,7 +4,7 @@ Run:  .venv/bin/python -m bench.independence            (about a minute and a ha
       .venv/bin/python -m bench.independence --quick    (a smoke run of about half a minute)
 
 The forwarder runs as a subprocess in SOCKETIO,KAFKA mode at 200 events/s, the broker and the
-relay each behind a fault proxy (tests/support/independence.py). For each direction (Kafka dark,
+relay each behind a fault proxy (harness/independence.py). For each direction (Kafka dark,
 the browser measured; the relay dark, Kafka measured) the run alternates healthy stretches with a
 dark one per kind: a black hole, refused connections, a link holding every chunk 0.5 s each way.
 Latency is emit to the browser tab, or emit to the broker's acknowledgement. The target: the p99
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.independence import HEALTHY, KINDS, measure
+from harness.independence import HEALTHY, KINDS, measure
 
 MEASURED = {"kafka": "browser", "relay": "kafka"}
 """The sink measured while the other one is dark."""

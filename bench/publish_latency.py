@@ -48,12 +48,12 @@ import zmq
 from kafka import KafkaProducer
 
 from bench.timing import BURST, BURST_PAUSE_S, PACED, Call, bursts, paced
-from demo.broker import running_broker
 from emitter.publisher import EventPublisher, encode_event
 from emitter.transport import PushTransport
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.settings import KafkaSettings
-from tests.support.gunicorn import gunicorn
+from harness.broker import KafkaBroker
+from harness.gunicorn import gunicorn
 
 HWM = 10000
 STATES = ("reading peer", "no peer", "stalled peer")
@@ -243,12 +243,12 @@ def run(endpoint: str, burst_calls: int, paced_calls: int, gc_modes: list[str]) 
     return rows
 
 
-def baselines(run_dir: Path, burst_calls: int, paced_calls: int, gc_modes: list[str]) -> list[Row]:
+def baselines(burst_calls: int, paced_calls: int, gc_modes: list[str]) -> list[Row]:
     """The inline ways of publishing this project replaces, measured like the emitter."""
     value = b'{"event_type":"order_event","data":{"symbol":"SBIN-EQ","action":"BUY"}}'
     rows: list[Row] = []
-    with running_broker(run_dir) as servers, ThreadPoolExecutor(10) as pool:
-        settings = KafkaSettings(bootstrap_servers=(servers,), topic="bench-inline")
+    with KafkaBroker() as broker, ThreadPoolExecutor(10) as pool:
+        settings = KafkaSettings(bootstrap_servers=(broker.bootstrap,), topic="bench-inline")
         producer = KafkaProducer(**producer_config(settings))
         producer.send(settings.topic, value).get(30)
         calls: dict[str, tuple[Call, int]] = {
@@ -417,7 +417,7 @@ def main() -> None:
         if not args.workers_only:
             rows = run(endpoint, burst_calls, paced_calls, gc_modes)
             idle = idle_cpu_ms(endpoint, idle_s)
-            rows += baselines(Path(tmp), burst_calls // 10, paced_calls, gc_modes)
+            rows += baselines(burst_calls // 10, paced_calls, gc_modes)
         workers = worker_models(Path(tmp), worker_bursts, worker_paced)
     print(
         f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from harness.broker import read_records
 
 __all__ = ["KafkaRecord", "read_topic"]
-
-_POLL_MS: Final = 200
 
 
 @dataclass(frozen=True)
@@ -28,46 +26,9 @@ class KafkaRecord:
 
 
 def read_topic(bootstrap: str, topic: str, count: int, deadline: float) -> list[KafkaRecord]:
-    """Every record once `count` arrived and the end was reached, or those read by `deadline`.
-
-    The embedded broker serves no consumer groups, so partitions are assigned and read from the
-    start; reading on to the end of each shows duplicates as extra records.
-    """
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        enable_auto_commit=False,
-        allow_auto_create_topics=False,
-    )
-    records: list[KafkaRecord] = []
-    try:
-        partitions = _partitions(consumer, topic, deadline)
-        if not partitions:
-            return records
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        while time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=_POLL_MS).values():
-                records.extend(_record(message) for message in batch)
-            if len(records) >= count and _caught_up(consumer, partitions):
-                break
-    finally:
-        consumer.close()
-    return records
-
-
-def _partitions(consumer: Any, topic: str, deadline: float) -> list[Any]:
-    """The topic's partitions; none if the topic never appeared (nothing was written to it)."""
-    while time.monotonic() < deadline:
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, partition) for partition in sorted(found)]
-        time.sleep(0.1)
-    return []
-
-
-def _caught_up(consumer: Any, partitions: list[Any]) -> bool:
-    ends = consumer.end_offsets(partitions)
-    return all(consumer.position(tp) >= ends[tp] for tp in partitions)
+    """Every record once `count` arrived and the end was reached, or those read by `deadline`."""
+    timeout = max(0.0, deadline - time.monotonic())
+    return [_record(message) for message in read_records(bootstrap, topic, count, timeout)]
 
 
 def _record(message: Any) -> KafkaRecord:

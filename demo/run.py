@@ -12,16 +12,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from demo.app import running_app
-from demo.broker import running_broker
-from demo.browser import browser_tab
-from demo.children import StartError
 from demo.console import say
 from demo.consumer import read_topic
-from demo.daemon import running_forwarder
+from demo.forwarder_log import log_printer
 from demo.report import Outcome, match
 from demo.session import trade
 from emitter.publisher import PublisherStats, get_event_publisher
+from harness.broker import KafkaBroker
+from harness.browser import browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env
+from harness.processes import StartError
+from harness.relay_app import RelayServer
 
 __all__ = ["Interrupted", "main"]
 
@@ -29,6 +30,9 @@ TOPIC: Final = "from_openalgo_order_events"
 _PACE_S: Final = 0.25
 """Between two trader actions, so the forwarder's log can be followed as it delivers."""
 _ARRIVAL_TIMEOUT_S: Final = 20.0
+_SHUTDOWN_TIMEOUT_S: Final = 5
+_FORWARDER_GRACE_S: Final = _SHUTDOWN_TIMEOUT_S + 10.0
+"""SIGKILL only once the forwarder had its whole shutdown timeout to deliver what it holds."""
 
 
 class Interrupted(BaseException):
@@ -44,6 +48,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted(signum)
+
+
+def _announce(line: str) -> None:
+    """Each process the demo starts and stops, with its pid."""
+    say(f"demo: {line}")
 
 
 def main() -> int:
@@ -71,32 +80,37 @@ def _run() -> tuple[Outcome, PublisherStats]:
     secret = secrets.token_urlsafe(32)
     with ExitStack() as stack:
         run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="openalgo-demo-")))
-        endpoint = f"ipc://{run_dir}/run/events.sock"
-        bootstrap = stack.enter_context(running_broker(run_dir))
+        bootstrap = stack.enter_context(KafkaBroker(report=_announce)).bootstrap
         say(f"demo: Kafka-protocol broker (tansu, in memory) on {bootstrap}")
-        app_url = stack.enter_context(running_app(run_dir, secret))
+        app_url = stack.enter_context(
+            RelayServer(secret, run_dir / "app.log", report=_announce)
+        ).url
         say(f"demo: Socket.IO app with the relay installed on {app_url}")
-        stack.enter_context(
-            running_forwarder(
-                FORWARDER_ENDPOINT=endpoint,
-                FORWARDER_STATE_DIR=str(run_dir / "state"),
-                ORDER_EVENT_MODE="SOCKETIO,KAFKA",
-                KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                KAFKA_ORDER_EVENTS_TOPIC=TOPIC,
-                SOCKETIO_URL=app_url,
-                SOCKETIO_RELAY_SECRET=secret,
-            )
+        env = forwarder_env(
+            run_dir,
+            short_retries=False,
+            ORDER_EVENT_MODE="SOCKETIO,KAFKA",
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            KAFKA_ORDER_EVENTS_TOPIC=TOPIC,
+            SOCKETIO_URL=app_url,
+            SOCKETIO_RELAY_SECRET=secret,
+            FORWARDER_SHUTDOWN_TIMEOUT_S=str(_SHUTDOWN_TIMEOUT_S),
         )
+        forwarder = ForwarderProcess(
+            env, grace_s=_FORWARDER_GRACE_S, on_line=log_printer(), report=_announce
+        )
+        stack.callback(forwarder.stop)
+        forwarder.start()
         tab = stack.enter_context(browser_tab(app_url))
         say(f"demo: a browser tab is connected to {app_url} on /; trading starts")
         # This process plays the trading app, whose publisher reads its settings from the
         # environment (get_event_publisher(), as OpenAlgo calls it, and the bus bridge too).
-        os.environ["FORWARDER_ENDPOINT"] = endpoint
+        os.environ["FORWARDER_ENDPOINT"] = env["FORWARDER_ENDPOINT"]
         publisher = get_event_publisher()
         published = trade(publisher, pace_s=_PACE_S)
         publisher.close()
         deadline = time.monotonic() + _ARRIVAL_TIMEOUT_S
-        arrivals = tab.wait_for(sum(item.browser for item in published), _ARRIVAL_TIMEOUT_S)
+        arrivals = tab.collect(sum(item.browser for item in published), _ARRIVAL_TIMEOUT_S)
         records = read_topic(bootstrap, TOPIC, len(published), deadline)
         say("demo: trading done, arrivals read; stopping the forwarder, the app and the broker")
     return match(published, records, arrivals), publisher.stats()

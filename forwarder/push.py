@@ -20,13 +20,16 @@ def pusher(
     curve: CurveKeys | None = None,
     linger_ms: int = 5000,
     send_timeout_ms: int = -1,
+    hwm: int = 1000,
 ) -> Iterator[zmq.Socket[bytes]]:
     """A PUSH socket connected to `endpoint`; on exit it lingers up to `linger_ms` for ZeroMQ to
-    hand over what it still holds. A send waits up to `send_timeout_ms` (-1: without limit)."""
+    hand over what it still holds. A send waits up to `send_timeout_ms` (-1: without limit) while
+    `hwm` frames are queued (0: no limit)."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, linger_ms)
     push.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
+    push.setsockopt(zmq.SNDHWM, hwm)
     if curve is not None:
         for option, value in curve_options(curve).items():
             push.setsockopt(option, value)

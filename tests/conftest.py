@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import KafkaBroker
-from tests.support.processes import become_subreaper, end, running_descendants
+from harness.broker import KafkaBroker
+from tests.support.descendants import become_subreaper, end, running_descendants
 
 EXTERNAL_KAFKA = "KAFKA_TEST_BOOTSTRAP_SERVERS"
 THREAD_GRACE_S = 10.0

@@ -15,13 +15,10 @@ import requests
 
 from forwarder.sinks.settings import SocketIOSettings
 from forwarder.sinks.socketio import SocketIOSink
-from tests.support.socketio_server import (
-    BUNDLE,
-    RelayServer,
-    browser_batch,
-    relay_server,
-    wait_until,
-)
+from harness.processes import ROOT
+from harness.relay_app import RelayServer
+from harness.waits import wait_until
+from tests.support.browser_events import browser_batch
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -36,6 +33,9 @@ CHROMIUM_FLAGS = [
     "--disable-dev-shm-usage",
 ]
 SECRET = "browser-relay-secret-0123456789ab"
+PAGE = ROOT / "tests/support/browser"
+"""The test page, and beside it the socket.io-client bundle that `make browser-deps` installs."""
+BUNDLE = PAGE / "node_modules/socket.io-client/dist/socket.io.min.js"
 
 
 def js_view(value: Any) -> Any:
@@ -60,7 +60,7 @@ def server(tmp_path) -> Iterator[RelayServer]:
         pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (Debian package chromium)")
     if not BUNDLE.exists():
         pytest.fail(f"{BUNDLE} is missing: run `make browser-deps` (npm socket.io-client)")
-    with relay_server(SECRET, tmp_path / "server.log") as started:
+    with RelayServer(SECRET, tmp_path / "server.log", browser_page=PAGE) as started:
         yield started
 
 
@@ -96,7 +96,7 @@ class TestBrowserReceivesRelayedEvents:
         self, server, chromium, tmp_path
     ):
         """Events delivered by the sink arrive in a real page with identical payloads, in order."""
-        wait_until(lambda: page_log(server)["connects"] > 0, "the page to connect", 60)
+        wait_until(lambda: page_log(server)["connects"] > 0, 60, what="the page to connect")
         batch = browser_batch()
         sink = SocketIOSink(SocketIOSettings(url=server.url, relay_secret=SECRET, ack_timeout_s=5))
         try:
@@ -105,7 +105,7 @@ class TestBrowserReceivesRelayedEvents:
             sink.close()
         expected = [[e.event, js_view(e.data)] for e in batch]
         wait_until(
-            lambda: len(page_log(server)["received"]) >= len(expected), "the page's echoes", 60
+            lambda: len(page_log(server)["received"]) >= len(expected), 60, what="the page's echoes"
         )
         assert chromium.poll() is None, (tmp_path / "chromium.log").read_text(errors="replace")
         assert json.dumps(page_log(server)["received"]) == json.dumps(expected)

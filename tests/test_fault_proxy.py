@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.proxy import FaultProxy, fault_proxy
+from harness.proxy import FaultProxy, fault_proxy
 
 
 class Echo(socketserver.BaseRequestHandler):

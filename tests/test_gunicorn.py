@@ -24,14 +24,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.forwarder import ForwarderProcess, forwarder_env, running_forwarders
-from tests.support.gunicorn import gunicorn
-from tests.support.openalgo_app import SECRET_VARIABLE
-from tests.support.socketio_server import browser_client, wait_until
+from harness.browser import browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env, running_forwarders
+from harness.gunicorn import gunicorn
+from harness.relay_app import SECRET_VARIABLE
+from harness.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 SECRET = "gunicorn-relay-secret-0123456789"
+APP = "tests.support.openalgo_app:create_app()"
 PINGS = 300
 PHASE_S = 2.0
 HELD = 2 * 50
@@ -118,16 +120,16 @@ def test_the_worker_keeps_answering_while_the_forwarder_is_down_and_nothing_queu
     app_env = app_environment(settings["FORWARDER_ENDPOINT"])
     log_path = tmp_path / "gunicorn.log"
     with (
-        gunicorn(worker_class, app_env, log_path, preload=preload) as app,
+        gunicorn(worker_class, app_env, log_path, app=APP, preload=preload) as app,
         running_forwarders() as forwarders,
     ):
         settings["SOCKETIO_URL"] = app.url
         forwarders.append(ForwarderProcess(settings).start())
-        with browser_client(app.url) as browser:
+        with browser_tab(app.url) as browser:
             with placing_orders(app.url, 0):
                 forwarder_up = ping_latencies(app.url, "with the forwarder up")
             delivered = app.emitter()["queued"]
-            wait_until(lambda: len(browser.events()) >= len(delivered), "the first events", 60)
+            wait_until(lambda: len(browser.events()) >= len(delivered), 60, what="the first events")
             forwarders[0].stop()
 
             with placing_orders(app.url, 1_000_000):

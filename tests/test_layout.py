@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("emitter", "forwarder", "tests", "demo", "bench")
+OURS = ("emitter", "forwarder", "harness", "tests", "demo", "bench")
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -52,6 +52,7 @@ RULES = {
     "forwarder.store": ("emitter", "forwarder.settings"),
     "forwarder.ops": ("emitter", "forwarder.errors", "forwarder.stats", "forwarder.unix_socket"),
     "forwarder": ("emitter",),
+    "harness": ("emitter", "forwarder"),
 }
 
 

@@ -33,9 +33,11 @@ import yaml
 
 from emitter.config import ipc_path
 from emitter.publisher import publisher_from_env
-from tests.support.broker import consume, free_port, unique_topic
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli, running_forwarders
-from tests.support.socketio_server import BrowserClient, browser_client, wait_until
+from harness.broker import consume, unique_topic
+from harness.browser import BrowserTab, browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli, running_forwarders
+from harness.net import free_port
+from harness.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -231,7 +233,7 @@ class TestTheGuidesEdits:
         )
         with (
             running_app(paths.app, app_env, [f"unix:{paths.socket}"]) as app,
-            browser_client(app.url) as browser,
+            browser_tab(app.url) as browser,
         ):
             app.post("/scratch/master-contract")
             app.post("/scratch/order", orderid="A1")
@@ -274,7 +276,7 @@ class TestTheGuidesEdits:
         def trade(mode: str, orderid: str) -> None:
             with (
                 running_app(paths.app, with_mode(app_settings, mode), binds) as app,
-                browser_client(app.url) as browser,
+                browser_tab(app.url) as browser,
             ):
                 app.post("/scratch/order", orderid=orderid)
                 wait_for_orders(browser, 1)
@@ -284,7 +286,7 @@ class TestTheGuidesEdits:
         trade("SOCKETIO,KAFKA", "A1")
         # Back to KAFKA: the app first, then the forwarder once nothing waits for the browser.
         trade("KAFKA", "B1")
-        wait_until(lambda: waiting(forwarder, "socketio") == 0, "the socketio sink to drain")
+        wait_until(lambda: waiting(forwarder, "socketio") == 0, what="the socketio sink to drain")
         forwarder.stop()
         forwarder = start_forwarder(forwarders, paths.root, with_mode(forwarder_settings, "KAFKA"))
         trade("KAFKA", "B2")
@@ -298,7 +300,7 @@ class TestTheGuidesEdits:
         assert [record["data"]["orderid"] for record in records] == orders
 
 
-def wait_for_orders(browser: BrowserClient, count: int) -> None:
+def wait_for_orders(browser: BrowserTab, count: int) -> None:
     browser.wait_for(count)
     time.sleep(0.5)
     assert len(browser.events()) == count
@@ -535,7 +537,7 @@ class TestSidecarContainer:
         process.start()
         with (
             running_app(paths.app, app_settings, [], port=port) as app,
-            browser_client(app.url) as browser,
+            browser_tab(app.url) as browser,
         ):
             app.post("/scratch/master-contract")
             app.post("/scratch/order", orderid="D1")

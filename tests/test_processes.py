@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from tests.support.processes import descendants, running_descendants
+from tests.support.descendants import descendants, running_descendants
 
 
 def test_an_orphaned_grandchild_is_still_a_descendant():

@@ -17,12 +17,13 @@ import pytest
 
 from emitter.contract import encode_envelope
 from forwarder.deadletter import DeadLetters
-from forwarder.push import push_frames
 from forwarder.service_paths import ServicePaths
 from forwarder.settings import Settings
 from forwarder.stats import Stats
-from tests.support.broker import consume, unique_topic
-from tests.support.forwarder import GARBAGE, envelope, run_cli
+from harness.broker import consume, unique_topic
+from harness.events import numbered, push_frames
+from harness.forwarder import run_cli
+from tests.support.frames import GARBAGE
 from tests.support.systemd import EmulatedService, Unit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,7 +218,7 @@ class TestEveryDocumentedCommandUnderTheUnit:
             checked = command("check")
             assert checked.returncode == 0, checked.stdout + checked.stderr
 
-            push_frames(f"ipc://{socket_path}", [encode_envelope(envelope(1)), GARBAGE[0]])
+            push_frames(f"ipc://{socket_path}", [encode_envelope(numbered(1)), GARBAGE[0]])
             process.wait_for_log("batch_delivered", timeout=60)
             stats = json.loads(command("stats", "--json").stdout)
             assert (stats["pid"], stats["received"], stats["decode_failures"]) == (
@@ -227,7 +228,7 @@ class TestEveryDocumentedCommandUnderTheUnit:
             )
             assert "kafka" in command("stats").stdout
 
-            refused = envelope(7, prefix="refused")
+            refused = numbered(7, prefix="refused")
             DeadLetters(service.state_directory, Stats()).record(
                 encode_envelope(refused), "a sink refused it", sink="kafka", event_id=refused.id
             )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,12 +80,3 @@ def clean_publisher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     finally:
         EventPublisherFactory.reset()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll until `condition()` is true; fail after a generous deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.005)

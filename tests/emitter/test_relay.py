@@ -13,13 +13,11 @@ import socketio
 
 from emitter.contract import RELAY_BATCH_EVENT, RELAY_LIMITS_EVENT, RELAY_NAMESPACE
 from emitter.relay import install_relay
-from tests.support.socketio_server import (
-    BROWSER_EVENTS,
-    browser_client,
-    plain_server,
-    relay_server,
-    wait_until,
-)
+from harness.browser import browser_tab
+from harness.relay_app import RelayServer
+from harness.waits import wait_until
+from tests.support.browser_events import BROWSER_EVENTS
+from tests.support.plain_server import plain_server
 
 SECRET = "relay-secret-for-tests-0123456789"
 WRONG = "not-the-relay-secret-9876543210"
@@ -92,7 +90,7 @@ class TestInstallRelayArguments:
 class TestRelayOnPlainServer:
     def test_relays_every_browser_event_in_order_and_acknowledges_the_count(self, plain_url):
         """Each item reaches the browsers under its own name with its payload, in order."""
-        with browser_client(plain_url) as browser, relay_client(plain_url) as client:
+        with browser_tab(plain_url) as browser, relay_client(plain_url) as client:
             assert relay(client, ITEMS) == len(ITEMS)
             received = browser.wait_for(len(ITEMS))
         assert json.dumps(received) == json.dumps(EXPECTED)
@@ -112,7 +110,7 @@ class TestRelayOnPlainServer:
     def test_refuses_a_client_without_the_secret_and_logs_no_secret(self, plain_url, caplog, auth):
         """A refused client relays nothing; the warning names the client, never a secret."""
         caplog.set_level(logging.INFO, logger="emitter.relay")
-        with browser_client(plain_url) as browser:
+        with browser_tab(plain_url) as browser:
             with pytest.raises(socketio.exceptions.ConnectionError):
                 connect_relay(plain_url, auth)
             with relay_client(plain_url) as client:
@@ -139,7 +137,7 @@ class TestRelayOnPlainServer:
             ["disconnect", {}, None],
             second,
         ]
-        with browser_client(plain_url) as browser, relay_client(plain_url) as client:
+        with browser_tab(plain_url) as browser, relay_client(plain_url) as client:
             assert relay(client, batch) == 2
             assert relay(client, [MARKER]) == 1
             received = browser.wait_for(3)
@@ -165,8 +163,8 @@ class TestRelayOnPlainServer:
 
         with (
             plain_server(configure) as url,
-            browser_client(url, user="alice") as alice,
-            browser_client(url, user="bob") as bob,
+            browser_tab(url, user="alice") as alice,
+            browser_tab(url, user="bob") as bob,
             relay_client(url) as client,
         ):
             assert relay(client, [alice_event, bob_event, system_event, MARKER]) == 4
@@ -194,7 +192,7 @@ class TestRelayOnFlaskSocketIO:
     def test_relays_with_the_secret_and_refuses_without_it(self, tmp_path):
         """Under Flask-SocketIO the secret admits a client, anything else is refused and logged."""
         log_path = tmp_path / "server.log"
-        with relay_server(SECRET, log_path) as server, browser_client(server.url) as browser:
+        with RelayServer(SECRET, log_path) as server, browser_tab(server.url) as browser:
             for auth in ({"secret": WRONG}, {}):
                 with pytest.raises(socketio.exceptions.ConnectionError):
                     connect_relay(server.url, auth)
@@ -203,7 +201,9 @@ class TestRelayOnFlaskSocketIO:
                 limits = client.call(RELAY_LIMITS_EVENT, namespace=RELAY_NAMESPACE, timeout=30)
             assert limits == {"max_bytes": 1_000_000}, "Flask-SocketIO's default"
             received = browser.wait_for(len(ITEMS))
-            wait_until(lambda: server.log_text().count("relay connection refused") == 2, "logs")
+            wait_until(
+                lambda: server.log_text().count("relay connection refused") == 2, what="logs"
+            )
         assert json.dumps(received) == json.dumps(EXPECTED)
         log = server.log_text()
         assert "WARNING emitter.relay relay connection refused (wrong secret)" in log
@@ -215,8 +215,8 @@ class TestRelayOnFlaskSocketIO:
     def test_per_user_rooms_under_flask_socketio(self, tmp_path):
         """Flask-SocketIO rooms work the same: a user's event reaches that user's browser only."""
         with (
-            relay_server(SECRET, tmp_path / "server.log", per_user_rooms=True) as server,
-            browser_client(server.url, user="bob") as bob,
+            RelayServer(SECRET, tmp_path / "server.log", per_user_rooms=True) as server,
+            browser_tab(server.url, user="bob") as bob,
             relay_client(server.url) as client,
         ):
             assert relay(client, [*ITEMS, MARKER]) == len(ITEMS) + 1

@@ -28,7 +28,8 @@ from emitter.transport import (
     ThrottledCounter,
     TransportStats,
 )
-from tests.emitter.conftest import Peer, wait_until
+from harness.waits import wait_until
+from tests.emitter.conftest import Peer
 
 ROOT = Path(__file__).resolve().parents[2]
 

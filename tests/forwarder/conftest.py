@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from forwarder.sinks.settings import CLIENT_LIBRARIES
-from tests.support.broker import KafkaBroker, free_port, unique_topic
-from tests.support.forwarder import ForwarderProcess, running_forwarders
-from tests.support.proxy import FaultProxy, fault_proxy
+from harness.broker import KafkaBroker, unique_topic
+from harness.forwarder import ForwarderProcess, running_forwarders
+from harness.net import free_port
+from harness.proxy import FaultProxy, fault_proxy
 
 
 @pytest.fixture

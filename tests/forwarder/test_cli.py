@@ -17,9 +17,11 @@ from emitter.contract import encode_envelope
 from emitter.settings import EmitterSettings
 from forwarder.settings import Settings
 from forwarder.store import open_disk
+from harness.events import numbered
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.net import free_port
+from harness.processes import ROOT
 from tests.support import systemd
-from tests.support.broker import free_port
-from tests.support.forwarder import ROOT, ForwarderProcess, envelope, forwarder_env, run_cli
 
 pytestmark = pytest.mark.integration  # every test here starts the forwarder as a subprocess
 
@@ -239,7 +241,7 @@ class TestCheck:
         state = Path(env["FORWARDER_STATE_DIR"])
         state.mkdir(parents=True)
         stored, _ = open_disk(state / "buffer.sqlite", ["kafka"], max_bytes=1 << 20)
-        envelopes = [envelope(n) for n in range(3)]
+        envelopes = [numbered(n) for n in range(3)]
         frames = [encode_envelope(e) for e in envelopes]
         stored.put(frames, envelopes)
         stored.close()

@@ -17,8 +17,8 @@ from emitter.config import ConfigError, CurveKeys, curve_options
 from emitter.publisher import publisher_from_env
 from forwarder.curve import ClientList, CurveServer, keygen, load_server, read_clients
 from forwarder.source import Source
-from tests.support.broker import free_port
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.net import free_port
 
 
 @pytest.fixture

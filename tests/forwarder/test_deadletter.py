@@ -23,7 +23,7 @@ from forwarder.deadletter import (
     Record,
 )
 from forwarder.stats import Stats
-from tests.support.forwarder import envelope
+from harness.events import numbered
 
 
 def records(path: Path) -> list[dict]:
@@ -41,7 +41,7 @@ class TestDeadLetters:
     def test_a_record_holds_time_reason_sink_id_and_the_frame_in_base64(self, dead_letters):
         """Everything needed to understand and replay a refused frame is on its line."""
         before = datetime.now(UTC)
-        frame = encode_envelope(envelope(7))
+        frame = encode_envelope(numbered(7))
         dead_letters.record(frame, "record too large", sink="kafka", event_id="ev-000007")
         [record] = records(dead_letters.path)
         assert set(record) == {

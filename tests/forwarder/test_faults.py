@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from emitter.contract import SCHEMA_VERSION, Envelope, encode_envelope
+from emitter.contract import encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
-from forwarder.push import push_frames
 from forwarder.store import BUFFER_FILE, open_disk
-from tests.support.broker import consume
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.broker import consume
+from harness.events import envelope, push_frames
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -131,15 +131,11 @@ def push_numbered(endpoint: str, numbers: range) -> None:
         endpoint,
         (
             encode_envelope(
-                Envelope(
-                    SCHEMA_VERSION,
-                    f"n-{n:08d}",
-                    time.time_ns(),
+                envelope(
                     "order_event",
-                    None,
-                    USERS[n % len(USERS)],
-                    USERS[n % len(USERS)],
                     {"symbol": "SBIN", "action": "BUY", "orderid": f"ORD{n}", "n": n},
+                    id=f"n-{n:08d}",
+                    user_id=USERS[n % len(USERS)],
                 )
             )
             for n in numbers

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.independence import HEALTHY, KINDS, measure
+from harness.independence import HEALTHY, KINDS, measure
 
 pytestmark = pytest.mark.integration
 

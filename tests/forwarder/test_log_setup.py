@@ -17,10 +17,12 @@ from emitter.publisher import publisher_from_env
 from forwarder.curve import keygen
 from forwarder.log_setup import REDACTED, WIRE_LOGGERS, Redactor, configure
 from forwarder.sinks.kafka import KafkaSink
-from tests.support.broker import KafkaBroker, free_port, unique_topic
-from tests.support.forwarder import ForwarderProcess, forwarder_env
+from harness.broker import KafkaBroker, unique_topic
+from harness.forwarder import ForwarderProcess, forwarder_env
+from harness.net import free_port
+from harness.relay_app import RelayServer
+from harness.waits import wait_until
 from tests.support.sasl import SASL_AUTHENTICATE, sasl_proxy
-from tests.support.socketio_server import relay_server, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -186,7 +188,7 @@ class TestNoSecretInTheDaemon:
         with (
             KafkaBroker() as broker,
             sasl_proxy(broker.port) as proxy,
-            relay_server(RELAY_SECRET, tmp_path / "relay.log") as relay,
+            RelayServer(RELAY_SECRET, tmp_path / "relay.log") as relay,
         ):
             env = forwarder_env(
                 tmp_path,
@@ -218,7 +220,7 @@ class TestNoSecretInTheDaemon:
             assert publisher.publish_order_event("alice", "SBIN-EQ", "BUY", "ORD1", "live")
             publisher.close()
             process.wait_for_log("batch_delivered", timeout=60, sink="socketio")
-            wait_until(lambda: SASL_AUTHENTICATE in proxy.api_keys, "the SASL password sent")
+            wait_until(lambda: SASL_AUTHENTICATE in proxy.api_keys, what="the SASL password sent")
             process.stop()
         output = process.output()
         assert output.count("\n") > 50  # DEBUG really was on

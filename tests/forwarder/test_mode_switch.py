@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from emitter.publisher import publisher_from_env
-from tests.support.broker import consume, free_port
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
-from tests.support.socketio_server import browser_client, relay_server
+from harness.broker import consume
+from harness.browser import browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.net import free_port
+from harness.relay_app import RelayServer
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +76,13 @@ def test_events_held_for_kafka_reach_kafka_after_a_socketio_spell_and_never_the_
     assert first.wait(30) == 0
 
     metrics_port = free_port()
-    with relay_server(SECRET, tmp_path / "server.log") as server:
+    with RelayServer(SECRET, tmp_path / "server.log") as server:
         socketio_only = base | {
             "ORDER_EVENT_MODE": "SOCKETIO",
             "SOCKETIO_URL": server.url,
             "FORWARDER_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
         }
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             second = start(forwarders, socketio_only)
             [warning] = second.logs("waiting_for_unconfigured_sink")
             assert (warning["level"], warning["sinks"]) == ("warning", {"kafka": 200})

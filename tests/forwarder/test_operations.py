@@ -10,14 +10,10 @@ import urllib.request
 
 import pytest
 
-from tests.support.broker import free_port, unique_topic
-from tests.support.forwarder import (
-    ForwarderProcess,
-    forwarder_env,
-    push_envelopes,
-    run_cli,
-    running_forwarders,
-)
+from harness.broker import unique_topic
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli, running_forwarders
+from harness.net import free_port
+from tests.support.frames import push_envelopes
 
 pytestmark = pytest.mark.integration  # the forwarder runs as a subprocess against the broker
 

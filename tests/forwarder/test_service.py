@@ -14,14 +14,15 @@ from structlog.testing import capture_logs
 
 from emitter.contract import encode_envelope
 from forwarder.errors import StartupError
-from forwarder.push import push_frames
 from forwarder.service import Forwarder
 from forwarder.settings import Settings
 from forwarder.sinks.base import Sink
 from forwarder.sinks.memory import MemorySink
 from forwarder.source import Source
 from forwarder.store import BUFFER_FILE, open_disk
-from tests.support.forwarder import GARBAGE, envelope
+from harness.events import numbered, push_frames
+from harness.waits import wait_until
+from tests.support.frames import GARBAGE
 
 Start = Callable[..., Forwarder]
 
@@ -54,17 +55,8 @@ def running(settings: Settings, sinks: Sequence[Sink]) -> Iterator[Forwarder]:
         assert not thread.is_alive(), "run() did not return after stop()"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout * 20)):
-        if condition():
-            return
-        done.wait(0.05)
-    pytest.fail("condition not met in time")
-
-
 def frames(numbers: range, **kwargs) -> list[bytes]:
-    return [encode_envelope(envelope(n, **kwargs)) for n in numbers]
+    return [encode_envelope(numbered(n, **kwargs)) for n in numbers]
 
 
 def ids(envelopes) -> list[str]:
@@ -151,7 +143,7 @@ class TestForwarder:
         """The browser sink skips events the browser never saw; Kafka takes them all."""
         browser = MemorySink("browser", wants=lambda e: e.browser)
         everything = MemorySink("everything")
-        pushed = [encode_envelope(envelope(n, browser=n % 3 != 0)) for n in range(30)]
+        pushed = [encode_envelope(numbered(n, browser=n % 3 != 0)) for n in range(30)]
         with running(settings, [browser, everything]):
             push_frames(settings.endpoint, pushed)
             everything.wait_for(30, timeout=30)
@@ -205,7 +197,7 @@ class TestForwarder:
         is set aside instead of stopping the start or looping on it."""
         settings.state_dir.mkdir(parents=True)
         left, _ = open_disk(settings.state_dir / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
-        envelopes = [envelope(n) for n in range(10)]
+        envelopes = [numbered(n) for n in range(10)]
         left.put([*frames(range(5)), b"\xc1 not an event", *frames(range(5, 10))], envelopes)
         left.close()
         sink = MemorySink()

@@ -17,16 +17,10 @@ import zmq
 
 from emitter.contract import encode_envelope
 from emitter.publisher import publisher_from_env
-from forwarder.push import push_frames, pusher
-from tests.support.broker import consume
-from tests.support.forwarder import (
-    GARBAGE,
-    ForwarderProcess,
-    emitting_processes,
-    envelope,
-    forwarder_env,
-    publish_orders,
-)
+from harness.broker import consume
+from harness.events import numbered, push_frames, pusher
+from harness.forwarder import ForwarderProcess, forwarder_env
+from tests.support.frames import GARBAGE, emitting_processes, publish_orders
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +165,7 @@ class TestForwarderToKafka:
         process = start(forwarders, tmp_path, kafka_bootstrap, topic, KAFKA_CLIENT=kafka_client)
         frames = []
         for n, bad in enumerate(GARBAGE):
-            frames += [encode_envelope(envelope(k)) for k in range(n * 25, n * 25 + 25)] + [bad]
+            frames += [encode_envelope(numbered(k)) for k in range(n * 25, n * 25 + 25)] + [bad]
         push_frames(process.env["FORWARDER_ENDPOINT"], frames)
         records = consume(kafka_bootstrap, topic, 100, timeout=30)
         assert [json.loads(r.value)["event_id"] for r in by_offset(records)] == [
@@ -203,7 +197,7 @@ class TestForwarderToKafka:
         def send() -> None:
             with pusher(process.env["FORWARDER_ENDPOINT"], linger_ms=0) as push:
                 for n in range(100_000):
-                    frame = encode_envelope(envelope(n))
+                    frame = encode_envelope(numbered(n))
                     while not stop_sending.is_set():
                         try:
                             push.send(frame, zmq.NOBLOCK)

@@ -14,6 +14,11 @@ import pytest
 from emitter import EventPublisher, EventPublisherFactory
 from emitter.openalgo import register
 from emitter.publisher import publisher_from_env
+from harness.broker import consume
+from harness.browser import browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env
+from harness.proxy import fault_proxy
+from harness.relay_app import RelayServer
 from tests.emitter.test_openalgo import (
     OPENALGO_TOPICS,
     Bus,
@@ -22,10 +27,7 @@ from tests.emitter.test_openalgo import (
     make_event,
 )
 from tests.emitter.test_openalgo import SECRET as SECRET_API_KEY
-from tests.support.broker import consume
-from tests.support.forwarder import ForwarderProcess, forwarder_env
-from tests.support.proxy import fault_proxy
-from tests.support.socketio_server import BROWSER_EVENTS, browser_client, relay_server
+from tests.support.browser_events import BROWSER_EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +99,8 @@ class TestForwarderToBrowsers:
     def test_every_event_reaches_the_browser_identical_and_in_order(self, tmp_path, forwarders):
         """Event names and payloads exactly as published, in publishing order."""
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
-            browser_client(server.url) as browser,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
+            browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, server.url)
             with publisher_for(process) as publisher:
@@ -121,8 +123,8 @@ class TestForwarderToBrowsers:
         minus API keys, with its topic; the browser gets OpenAlgo's event or, for live
         failures, none."""
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
-            browser_client(server.url) as browser,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
+            browser_tab(server.url) as browser,
         ):
             process = start(
                 forwarders,
@@ -165,8 +167,8 @@ class TestForwarderToBrowsers:
     ):
         wrong = "not-the-relay-secret-but-long-enough-0"
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
-            browser_client(server.url) as browser,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
+            browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, server.url, SOCKETIO_RELAY_SECRET=wrong)
             with publisher_for(process) as publisher:
@@ -193,21 +195,21 @@ class TestForwarderToBrowsers:
         """
         total = 600
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             fault_proxy(server.port) as proxy,
         ):
             process = start(
                 forwarders, tmp_path, f"http://{proxy.address}", FORWARDER_BATCH_MAX="20"
             )
             with contextlib.ExitStack() as browsers:
-                before = browsers.enter_context(browser_client(server.url))
+                before = browsers.enter_context(browser_tab(server.url))
                 with publisher_for(process) as publisher, Paced(publisher, 0, total, 300) as paced:
                     paced.wait_until_published(200)
                     proxy.refuse()
                     time.sleep(0.3)
                     server.stop()
                     server.start()
-                    after = browsers.enter_context(browser_client(server.url))
+                    after = browsers.enter_context(browser_tab(server.url))
                     paced.wait_until_published(400)
                     proxy.heal()
                 assert paced.refused == []
@@ -228,8 +230,8 @@ class TestForwarderToBrowsers:
         limits) but over what the relay's server takes (100,000 bytes here): refused for good,
         never retried, and the events on either side reach the browser."""
         with (
-            relay_server(SECRET, tmp_path / "server.log", max_http_buffer_size=100_000) as server,
-            browser_client(server.url) as browser,
+            RelayServer(SECRET, tmp_path / "server.log", max_http_buffer_size=100_000) as server,
+            browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, server.url)
             with publisher_for(process) as publisher:
@@ -253,9 +255,9 @@ class TestForwarderToBrowsers:
         """4 MB waiting when the relay comes back: sent in calls its server takes, in order."""
         total = 2000
         with (
-            relay_server(SECRET, tmp_path / "server.log") as server,
+            RelayServer(SECRET, tmp_path / "server.log") as server,
             fault_proxy(server.port) as proxy,
-            browser_client(server.url) as browser,
+            browser_tab(server.url) as browser,
         ):
             process = start(forwarders, tmp_path, f"http://{proxy.address}")
             proxy.refuse()

@@ -20,17 +20,11 @@ import forwarder.source
 from emitter.config import ConfigError
 from emitter.contract import decode_envelope, encode_envelope
 from forwarder.errors import ForwarderError
-from forwarder.push import push_frames, pusher
 from forwarder.source import MAX_FRAMES, Source
-from tests.support.broker import free_port
-from tests.support.forwarder import (
-    ForwarderProcess,
-    emitting_processes,
-    envelope,
-    forwarder_env,
-    push_envelopes,
-    run_cli,
-)
+from harness.events import numbered, push_frames, pusher
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.net import free_port
+from tests.support.frames import emitting_processes, push_envelopes
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -276,7 +270,7 @@ class TestFrameLimitInTheDaemon:
         huge = 100 << 20
         with pusher(env["FORWARDER_ENDPOINT"]) as push:
             push.send(b"\xc1" * huge)
-            push.send(encode_envelope(envelope(1)))
+            push.send(encode_envelope(numbered(1)))
         line = process.wait_for_log("emitter_disconnected")
         assert "FORWARDER_MAX_FRAME_BYTES" in line["cause"]
         deadline = time.monotonic() + 30

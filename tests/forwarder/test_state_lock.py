@@ -8,8 +8,8 @@ import pytest
 
 from emitter.config import ConfigError
 from forwarder.state_lock import StateLock
-from tests.support.broker import free_port
-from tests.support.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.net import free_port
 
 
 class TestStateLock:

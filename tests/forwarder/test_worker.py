@@ -19,7 +19,7 @@ from forwarder.sinks.memory import MemorySink
 from forwarder.stats import Stats
 from forwarder.store import Store, open_store
 from forwarder.worker import SinkWorker
-from tests.support.forwarder import envelope
+from harness.events import numbered
 
 
 class FakeClock:
@@ -70,7 +70,7 @@ def feed(stores):
     """What the receiving thread does with decoded events, on the last worker's store."""
 
     def put(numbers: range) -> None:
-        envelopes = [envelope(n) for n in numbers]
+        envelopes = [numbered(n) for n in numbers]
         stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
 
     return put
@@ -110,7 +110,7 @@ class TestDeliver:
         """One info line per batch, with the ids at both ends and the attempt."""
         sink = MemorySink()
         worker = make_worker(sink)
-        batch = [envelope(n) for n in range(3)]
+        batch = [numbered(n) for n in range(3)]
         with capture_logs() as logs:
             worker.deliver(batch)
         assert sink.delivered == batch
@@ -137,7 +137,7 @@ class TestDeliver:
         sink = MemorySink()
         sink.fail_next(3)
         worker = make_worker(sink)
-        batch = [envelope(n) for n in range(4)]
+        batch = [numbered(n) for n in range(4)]
         with capture_logs() as logs:
             worker.deliver(batch)
         assert sink.delivered == batch
@@ -158,8 +158,8 @@ class TestDeliver:
         sink = MemorySink()
         sink.fail_ids(["ev-000001", "ev-000003"], times=2)
         worker = make_worker(sink)
-        worker.deliver([envelope(n) for n in range(5)])
-        worker.deliver([envelope(5)])
+        worker.deliver([numbered(n) for n in range(5)])
+        worker.deliver([numbered(5)])
         assert ids(sink.delivered) == [
             "ev-000000",
             "ev-000002",
@@ -177,7 +177,7 @@ class TestDeliver:
         sink = MemorySink()
         sink.fail_ids(["ev-000001"], permanent=True)
         worker = make_worker(sink)
-        batch = [envelope(n) for n in range(3)]
+        batch = [numbered(n) for n in range(3)]
         worker.deliver(batch)
         assert ids(sink.delivered) == ["ev-000000", "ev-000002"]
         assert clock.sleeps == []
@@ -192,7 +192,7 @@ class TestDeliver:
         sink = MemorySink()
         sink.fail_next(1, PermanentSinkError("topic authorization failed"))
         worker = make_worker(sink)
-        worker.deliver([envelope(n) for n in range(3)])
+        worker.deliver([numbered(n) for n in range(3)])
         assert (worker.counters.dead_lettered, sink.delivered) == (3, [])
 
     def test_an_unexpected_exception_is_logged_and_retried(self, make_worker):
@@ -201,7 +201,7 @@ class TestDeliver:
         sink.fail_next(1, KeyError("surprise"))
         worker = make_worker(sink)
         with capture_logs() as logs:
-            worker.deliver([envelope(0)])
+            worker.deliver([numbered(0)])
         assert ids(sink.delivered) == ["ev-000000"]
         [failed] = [line for line in logs if line["event"] == "sink_failed"]
         assert failed["exc_info"] is True
@@ -214,7 +214,7 @@ class TestDeliver:
         sink.fail_next(10_000)
         worker = make_worker(sink)
         worker.drain(clock.now + 2.0)
-        assert worker.deliver([envelope(n) for n in range(7)]) is False
+        assert worker.deliver([numbered(n) for n in range(7)]) is False
         assert sink.delivered == []
         assert clock.now == pytest.approx(1002.0)
 
@@ -251,7 +251,7 @@ class TestThread:
         """The store hands out every event; the worker filters, and finishes the rest too."""
         sink = MemorySink(wants=lambda e: e.browser)
         worker = make_worker(sink)
-        envelopes = [envelope(n, browser=n % 3 != 0) for n in range(9)]
+        envelopes = [numbered(n, browser=n % 3 != 0) for n in range(9)]
         stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
         worker.start()
         sink.wait_for(6, timeout=30)
@@ -274,7 +274,7 @@ class TestThread:
 
         sink = Counting()
         worker = make_worker(sink)
-        envelopes = [envelope(n) for n in range(5)]
+        envelopes = [numbered(n) for n in range(5)]
         stores[-1].put([encode_envelope(e) for e in envelopes], envelopes)
         worker.start()
         sink.wait_for(5, timeout=30)
@@ -291,7 +291,7 @@ class TestStoredDamage:
         """The store reports the damage; the worker records it and delivers the rest."""
         from forwarder.store import BUFFER_FILE, open_disk  # noqa: PLC0415 - one test's setup
 
-        good = [envelope(n) for n in range(2)]
+        good = [numbered(n) for n in range(2)]
         store, _ = open_disk(tmp_path / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
         store.put([encode_envelope(good[0]), b"\xc1 no event", encode_envelope(good[1])], good)
         store.close()

@@ -3,7 +3,7 @@
 OpenAlgo's options (`async_mode="threading"` under gunicorn's eventlet worker, ping 60/25, CORS
 open), an in-process event bus shaped like OpenAlgo's `utils/event_bus.py` (callbacks on a
 10-thread pool, at most 1,000 pending), the bridge registered on it with `register(bus)`, and the
-relay installed with the secret from RELAY_TEST_SECRET. Routes:
+relay installed with the secret from SOCKETIO_RELAY_SECRET. Routes:
 
 - `GET /ping`: the trivial route whose latency tells whether the worker is responsive.
 - `POST /orders?start=S&count=N`: publishes N `order.placed` bus events, order ids S.. S+N-1.
@@ -28,9 +28,8 @@ import flask_socketio
 
 from emitter import get_event_publisher, openalgo
 from emitter.relay import install_relay
+from harness.relay_app import SECRET_VARIABLE
 
-SECRET_VARIABLE = "RELAY_TEST_SECRET"
-"""Where the app finds the relay secret: the environment, never the command line."""
 MAX_PENDING = 1000
 
 

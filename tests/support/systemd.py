@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.forwarder import ForwarderProcess
+from harness.forwarder import ForwarderProcess
 
 _SHARED_LIBRARY = "/usr/lib/*/systemd/libsystemd-shared-*.so"
 _Strv = ctypes.POINTER(ctypes.c_char_p)

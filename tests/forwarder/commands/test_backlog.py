@@ -10,8 +10,9 @@ import pytest
 from emitter.contract import encode_envelope
 from forwarder.store import BUFFER_FILE, open_disk
 from forwarder.store.inspect import describe
-from tests.support.broker import free_port
-from tests.support.forwarder import ForwarderProcess, envelope, forwarder_env, run_cli
+from harness.events import numbered
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.net import free_port
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def hold(state: Path, sink: str, count: int) -> Path:
     """A buffer file holding `count` events for `sink`, as a forwarder in that mode left it."""
     state.mkdir(parents=True, exist_ok=True)
     store, _ = open_disk(state / BUFFER_FILE, [sink], max_bytes=1 << 20)
-    envelopes = [envelope(n) for n in range(count)]
+    envelopes = [numbered(n) for n in range(count)]
     store.put([encode_envelope(e) for e in envelopes], envelopes)
     store.close()
     return state / BUFFER_FILE

@@ -16,10 +16,12 @@ from forwarder.cli import main
 from forwarder.commands.dead_letters import read
 from forwarder.deadletter import FILE_NAME, DeadLetters
 from forwarder.stats import Stats
-from tests.support.broker import consume
-from tests.support.forwarder import GARBAGE, ForwarderProcess, envelope, forwarder_env, run_cli
+from harness.broker import consume
+from harness.events import numbered
+from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from tests.support.frames import GARBAGE
 
-REFUSED = encode_envelope(envelope(7, prefix="refused"))
+REFUSED = encode_envelope(numbered(7, prefix="refused"))
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ class TestEscaping:
         """Event id, event name, reason and payload come from frames: printed, their control
         characters are escapes, and `show` stays valid JSON."""
         hostile = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e"
-        event = envelope(3, prefix=f"ev{hostile}")
+        event = numbered(3, prefix=f"ev{hostile}")
         frame = encode_envelope(msgspec.structs.replace(event, event=f"order{hostile}"))
         dead = DeadLetters(Path(env["FORWARDER_STATE_DIR"]), Stats())
         dead.prepare()

@@ -25,7 +25,8 @@ from forwarder.sinks.kafka import KafkaSink, producer_config
 from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
 from forwarder.sinks.kafka_record import kafka_value
 from forwarder.sinks.settings import KafkaSettings
-from tests.support.broker import consume, unique_topic
+from harness import events
+from harness.broker import consume, unique_topic
 
 SEED_FIELDS = ["event_type", "timestamp", "user_id", "source", "version", "data"]
 FIELDS = [*SEED_FIELDS, "event_id", "topic"]
@@ -46,18 +47,18 @@ TOO_LARGE = {"kafka-python": "MessageSizeTooLargeError", "confluent": "MSG_SIZE_
 
 
 def make_envelope(n: int, user: str | None = "user123", **fields: Any) -> Envelope:
-    values: dict[str, Any] = {
-        "v": 1,
-        "id": f"evt-{n}",
-        "ts": TS + n * 1_000_003,
-        "event": "order_event" if user else "master_contract_download",
-        "topic": "order.placed" if user else None,
-        "user_id": user,
-        "key": user or "admin",
-        "data": {"symbol": "SBIN", "action": "BUY", "orderid": str(n), "mode": "live"},
-    }
-    values.update(fields)
-    return Envelope(**values)
+    """Order `n` of `user` at a known time; a system event for no user."""
+    return events.envelope(
+        "order_event" if user else "master_contract_download",
+        {"symbol": "SBIN", "action": "BUY", "orderid": str(n), "mode": "live"},
+        **{
+            "id": f"evt-{n}",
+            "ts": TS + n * 1_000_003,
+            "topic": "order.placed" if user else None,
+            "user_id": user,
+            **fields,
+        },
+    )
 
 
 def confluent_error(code: int, **flags: bool) -> KafkaException:

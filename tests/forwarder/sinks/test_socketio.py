@@ -21,15 +21,11 @@ from forwarder.errors import PermanentSinkError, RetriableSinkError
 from forwarder.sinks.base import Delivery
 from forwarder.sinks.settings import SocketIOSettings
 from forwarder.sinks.socketio import CALL_MAX, SocketIOSink, call_size
-from tests.support.socketio_server import (
-    RelayServer,
-    browser_batch,
-    browser_client,
-    envelope,
-    plain_server,
-    relay_server,
-    wait_until,
-)
+from harness.browser import browser_tab
+from harness.relay_app import RelayServer
+from harness.waits import wait_until
+from tests.support.browser_events import browser_batch, relayed
+from tests.support.plain_server import plain_server
 
 SECRET = "sink-relay-secret-0123456789abcdef"
 WRONG = "a-wrong-relay-secret-fedcba987654"
@@ -61,7 +57,7 @@ def settings(url: str, secret: str = SECRET, **more: Any) -> SocketIOSettings:
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[RelayServer]:
-    with relay_server(SECRET, tmp_path / "server.log") as started:
+    with RelayServer(SECRET, tmp_path / "server.log") as started:
         yield started
 
 
@@ -83,7 +79,7 @@ class TestSocketIOSinkWants:
     def test_takes_only_events_the_browser_received(self, browser):
         """Live failures recorded for Kafka only never reach the relay."""
         sink = SocketIOSink(settings("http://127.0.0.1:9"))
-        event = msgspec.structs.replace(envelope(0, "order_event", {}), browser=browser)
+        event = msgspec.structs.replace(relayed(0, "order_event", {}), browser=browser)
         assert sink.wants(event) is browser
 
 
@@ -93,7 +89,7 @@ class TestSocketIOSinkDeliver:
         """Every browser event type arrives in order with the same keys, types and nesting."""
         batch = browser_batch()
         sink = make_sink(server.url)
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             assert not sink.deliver(batch[:5]).failed
             assert not sink.deliver(batch[5:]).failed
             received = browser.wait_for(len(batch))
@@ -101,9 +97,9 @@ class TestSocketIOSinkDeliver:
 
     def test_a_large_batch_is_acknowledged_with_its_count_in_order(self, server, make_sink):
         """Five hundred events go out in one call, all acknowledged, in the order given."""
-        batch = [envelope(n, "order_event", {"orderid": str(n), "n": n}) for n in range(500)]
+        batch = [relayed(n, "order_event", {"orderid": str(n), "n": n}) for n in range(500)]
         sink = make_sink(server.url)
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             assert sink.deliver(batch) == Delivery()
             received = browser.wait_for(len(batch))
         assert received == seen(batch)
@@ -112,9 +108,9 @@ class TestSocketIOSinkDeliver:
         """Bytes and datetimes become the base64 and ISO strings Kafka's JSON carries for them."""
         when = dt.datetime(2026, 1, 29, 10, 30, 45, 123456, tzinfo=dt.UTC)
         data = {"raw": b"\x00\xff", "at": when, "nested": [{"at": when}]}
-        batch = [envelope(0, "order_update", data)]
+        batch = [relayed(0, "order_update", data)]
         sink = make_sink(server.url)
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             assert not sink.deliver(batch).failed
             received = browser.wait_for(1)
         as_json = msgspec.json.decode(msgspec.json.encode(batch[0].data))
@@ -124,10 +120,10 @@ class TestSocketIOSinkDeliver:
     def test_events_no_browser_can_take_fail_permanently_alone(self, server, make_sink):
         """A payload with no JSON form or a reserved name fails; the events around it still go."""
         batch = browser_batch()[:3]
-        batch.insert(1, envelope(9, "order_event", {"ext": msgspec.msgpack.Ext(7, b"x")}))
-        batch.insert(3, envelope(10, "disconnect", {}))
+        batch.insert(1, relayed(9, "order_event", {"ext": msgspec.msgpack.Ext(7, b"x")}))
+        batch.insert(3, relayed(10, "disconnect", {}))
         sink = make_sink(server.url)
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             delivery = sink.deliver(batch)
             assert not sink.deliver(browser_batch()[3:4]).failed
             received = browser.wait_for(4)
@@ -137,7 +133,7 @@ class TestSocketIOSinkDeliver:
 
     def test_a_batch_with_nothing_sendable_fails_without_a_connection(self, make_sink):
         """Events no browser could decode fail permanently even while the relay is unreachable."""
-        ext = envelope(0, "order_event", {"ext": msgspec.msgpack.Ext(7, b"x")})
+        ext = relayed(0, "order_event", {"ext": msgspec.msgpack.Ext(7, b"x")})
         delivery = make_sink("http://127.0.0.1:9").deliver([ext])
         assert list(delivery.failed) == [0]
         assert isinstance(delivery.failed[0], PermanentSinkError)
@@ -147,7 +143,7 @@ class TestSocketIOSinkDeliver:
         sink = make_sink(server.url)
         assert server.url in sink.check()
         sink.close()
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             assert not sink.deliver(browser_batch()[:1]).failed
             assert len(browser.wait_for(1)) == 1
 
@@ -218,16 +214,16 @@ class TestSocketIOSinkOutage:
         """Retriable while the server is down; after its restart the same sink delivers again."""
         first, second = browser_batch()[:4], browser_batch(100)[4:]
         sink = make_sink(server.url)
-        with browser_client(server.url) as browser:
+        with browser_tab(server.url) as browser:
             assert not sink.deliver(first).failed
             assert browser.wait_for(len(first)) == seen(first)
             server.stop()
-            wait_until(lambda: not browser.connected, "the browser to notice the outage")
+            wait_until(lambda: not browser.connected, what="the browser to notice the outage")
             assert all_retriable(attempt(sink, second), len(second))
             assert all_retriable(attempt(sink, second), len(second))
             assert browser.events() == seen(first)
         server.start()
-        with browser_client(server.url) as reloaded:
+        with browser_tab(server.url) as reloaded:
             assert not sink.deliver(second).failed
             assert reloaded.wait_for(len(second)) == seen(second)
 
@@ -244,7 +240,9 @@ class TestSocketIOSinkOutage:
         for text in (str(logs), str(denied.value), str(checked.value)):
             assert WRONG not in text
             assert SECRET not in text
-        wait_until(lambda: "refused (wrong secret)" in server.log_text(), "the relay's warning")
+        wait_until(
+            lambda: "refused (wrong secret)" in server.log_text(), what="the relay's warning"
+        )
         assert WRONG not in server.log_text()
 
     def test_a_secret_not_set_yet_holds_events_and_names_the_setting(self, server, make_sink):
@@ -262,7 +260,7 @@ class TestSocketIOSinkOutage:
 
 def sized(n: int, size: int, text: str = "x") -> Envelope:
     """An order event whose payload carries `size` characters of `text`."""
-    return envelope(n, "order_event", {"n": n, "pad": text * size})
+    return relayed(n, "order_event", {"n": n, "pad": text * size})
 
 
 class TestCallSize:
@@ -291,7 +289,7 @@ class TestSocketIOSinkCallBytes:
             sio.eio.max_http_buffer_size = 20_000
 
         batch = [sized(n, 1_000, "é") for n in range(200)]
-        with plain_server(configure) as url, browser_client(url) as browser:
+        with plain_server(configure) as url, browser_tab(url) as browser:
             sink = make_sink(url)
             assert not sink.deliver(batch).failed
             assert sink.call_limit == 20_000
@@ -302,7 +300,7 @@ class TestSocketIOSinkCallBytes:
         """Its neighbours are delivered; it is refused for good, saying why, not retried."""
         with (
             plain_server(lambda sio: install_relay(sio, SECRET)) as url,
-            browser_client(url) as browser,
+            browser_tab(url) as browser,
         ):
             sink = make_sink(url, max_call_bytes=10_000)
             delivery = sink.deliver([sized(0, 10), sized(1, 10_000), sized(2, 10)])
@@ -366,7 +364,7 @@ class TestSocketIOSinkAcknowledgements:
         """Each call stays small for the relay; together they carry the batch in order."""
         relay, url = scripted
         relay.answers = [CALL_MAX, CALL_MAX, 200]
-        batch = [envelope(n, "order_event", {"n": n}) for n in range(2 * CALL_MAX + 200)]
+        batch = [relayed(n, "order_event", {"n": n}) for n in range(2 * CALL_MAX + 200)]
         assert not make_sink(url).deliver(batch).failed
         assert [len(call) for call in relay.batches] == [CALL_MAX, CALL_MAX, 200]
         assert [item[1]["n"] for call in relay.batches for item in call] == list(range(len(batch)))
@@ -375,7 +373,7 @@ class TestSocketIOSinkAcknowledgements:
         """Events after the first one the relay did not emit are not sent: order is kept."""
         relay, url = scripted
         relay.answers = [CALL_MAX, 10]
-        batch = [envelope(n, "order_event", {"n": n}) for n in range(3 * CALL_MAX)]
+        batch = [relayed(n, "order_event", {"n": n}) for n in range(3 * CALL_MAX)]
         delivery = make_sink(url).deliver(batch)
         assert sorted(delivery.failed) == list(range(CALL_MAX + 10, 3 * CALL_MAX))
         assert len(relay.batches) == 2

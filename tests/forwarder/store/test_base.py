@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from forwarder.store.base import Batch, Damaged, Progress
-from tests.support.forwarder import envelope
+from harness.events import numbered
 
 
 def batch(first: int, last: int) -> Batch:
-    return Batch([envelope(n) for n in range(first, last + 1)], first=first, last=last)
+    return Batch([numbered(n) for n in range(first, last + 1)], first=first, last=last)
 
 
 class TestBatch:
@@ -27,7 +27,7 @@ class TestProgress:
     def test_finishing_out_of_order_releases_only_the_contiguous_prefix(self):
         """A later batch finished first waits for the earlier one: nothing is released early."""
         progress = Progress()
-        progress.added(9, envelope(0).ts)
+        progress.added(9, numbered(0).ts)
         first, second, third = batch(1, 3), batch(4, 6), batch(7, 9)
         for taken in (first, second, third):
             progress.taken_out(taken)
@@ -42,7 +42,7 @@ class TestProgress:
     def test_a_joined_batch_finishes_every_batch_it_holds(self):
         """The batcher joins takes; finishing the joined batch finishes each of them."""
         progress = Progress()
-        progress.added(5, envelope(0).ts)
+        progress.added(5, numbered(0).ts)
         first, second = batch(1, 2), batch(3, 5)
         progress.taken_out(first)
         progress.taken_out(second)
@@ -52,7 +52,7 @@ class TestProgress:
 
     def test_oldest_age_follows_the_oldest_unfinished_event(self):
         progress = Progress()
-        old = envelope(1)
+        old = numbered(1)
         progress.added(2, old.ts - 5_000_000_000)
         age = progress.oldest_age_s()
         assert age is not None

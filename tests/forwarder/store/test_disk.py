@@ -18,7 +18,8 @@ import pytest
 from emitter.contract import encode_envelope
 from forwarder.store import BUFFER_FILE, DiskStore, discard, open_disk
 from forwarder.store.base import Reader, Stored
-from tests.support.forwarder import ROOT, envelope
+from harness.events import numbered
+from harness.processes import ROOT
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def open_store(opened: list[DiskStore], path: Path, sinks=("kafka",), **kwargs) 
 
 
 def put(store: DiskStore, numbers: range, **kwargs) -> Stored:
-    envelopes = [envelope(n, **kwargs) for n in numbers]
+    envelopes = [numbered(n, **kwargs) for n in numbers]
     return store.put([encode_envelope(e) for e in envelopes], envelopes)
 
 
@@ -104,7 +105,7 @@ class TestDiskStore:
         store = open_store(opened, path, max_bytes=1 << 30)
         for start in range(0, 6_000, 100):
             big = [
-                msgspec.structs.replace(envelope(n), data={"pad": "x" * 2000})
+                msgspec.structs.replace(numbered(n), data={"pad": "x" * 2000})
                 for n in range(start, start + 100)
             ]
             store.put([encode_envelope(e) for e in big], big)
@@ -160,7 +161,7 @@ class TestDiskStore:
         store = open_store(opened, path)
         reader = store.reader("kafka")
         assert (reader.waiting(), reader.oldest_age_s()) == (0, None)
-        old = [envelope(n) for n in range(4)]
+        old = [numbered(n) for n in range(4)]
         store.put([encode_envelope(e) for e in old], old)
         put(store, range(4, 7))
         reader.done(reader.take(4, 0))
@@ -172,14 +173,14 @@ class TestDiskStore:
 
     def test_drop_newest_refuses_what_does_not_fit(self, opened, path):
         """When full, new events are dropped and reported; those stored are kept."""
-        size = len(encode_envelope(envelope(0)))
+        size = len(encode_envelope(numbered(0)))
         store = open_store(opened, path, max_bytes=5 * size, when_full="drop_newest")
         assert put(store, range(8)) == Stored({"kafka": 3}, "buffer_full")
         assert drain(store.reader("kafka")) == list(range(5))
 
     def test_drop_oldest_makes_room_and_counts_what_each_sink_had_not_finished(self, opened, path):
         """The oldest events give way; a sink that finished them loses nothing."""
-        size = len(encode_envelope(envelope(0)))
+        size = len(encode_envelope(numbered(0)))
         store = open_store(
             opened, path, sinks=("kafka", "socketio"), max_bytes=5 * size, when_full="drop_oldest"
         )
@@ -191,7 +192,7 @@ class TestDiskStore:
         assert store.reader("kafka").waiting() == 0
 
     def test_drop_oldest_keeps_the_newest_of_one_oversized_put(self, opened, path):
-        size = len(encode_envelope(envelope(0)))
+        size = len(encode_envelope(numbered(0)))
         store = open_store(opened, path, max_bytes=5 * size, when_full="drop_oldest")
         assert put(store, range(8)) == Stored({"kafka": 3}, "buffer_full")
         assert drain(store.reader("kafka")) == list(range(3, 8))
@@ -311,7 +312,7 @@ class TestDamage:
 
     def test_a_stored_frame_that_no_longer_decodes_is_reported_alone(self, opened, path):
         store = open_store(opened, path)
-        good = [envelope(n) for n in range(2)]
+        good = [numbered(n) for n in range(2)]
         store.put([encode_envelope(good[0]), b"\xc1 no event", encode_envelope(good[1])], good)
         store.close()
         batch = open_store(opened, path).reader("kafka").take(10, 0)
@@ -331,7 +332,7 @@ import json, os, resource, sys
 from pathlib import Path
 from emitter.contract import encode_envelope
 from forwarder.store import open_disk
-from tests.support.forwarder import ROOT, envelope
+from harness.events import numbered
 
 path = Path(sys.argv[1])
 store, _ = open_disk(path, ["kafka"], max_bytes=1 << 30, queue_max=30)
@@ -341,7 +342,7 @@ largest = max(os.path.getsize(f) for f in (path, Path(f"{path}-wal")) if f.exist
 resource.setrlimit(resource.RLIMIT_FSIZE, (largest, resource.RLIM_INFINITY))
 report = {"failed": [], "dropped": 0}
 for n in range(40):
-    stored = store.put([encode_envelope(envelope(n))], [envelope(n)])
+    stored = store.put([encode_envelope(numbered(n))], [numbered(n)])
     if stored.error is not None:
         report["failed"].append([n, stored.error, stored.unwritten, statements[-1]])
     report["dropped"] += stored.dropped.get("kafka", 0)

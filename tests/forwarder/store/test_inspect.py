@@ -9,7 +9,7 @@ import pytest
 from emitter.contract import encode_envelope
 from forwarder.store import BUFFER_FILE, open_disk
 from forwarder.store.inspect import describe
-from tests.support.forwarder import envelope
+from harness.events import numbered
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def path(tmp_path: Path) -> Path:
 def fill(path: Path, sinks: list[str], count: int, *, finish: dict[str, int]) -> int:
     """Store `count` events; each sink in `finish` finishes that many. Returns their bytes."""
     store, _ = open_disk(path, sinks, max_bytes=1 << 20)
-    envelopes = [envelope(n) for n in range(count)]
+    envelopes = [numbered(n) for n in range(count)]
     frames = [encode_envelope(e) for e in envelopes]
     store.put(frames, envelopes)
     for sink, finished in finish.items():

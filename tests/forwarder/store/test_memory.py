@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from emitter.contract import encode_envelope
 from forwarder.store import MemoryStore, Stored
-from tests.support.forwarder import envelope
+from harness.events import numbered
 
 
 def put(store: MemoryStore, numbers: range) -> Stored:
-    envelopes = [envelope(n) for n in numbers]
+    envelopes = [numbered(n) for n in numbers]
     return store.put([encode_envelope(e) for e in envelopes], envelopes)
 
 

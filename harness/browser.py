@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import websocket
 
+from harness.waits import WaitTimeoutError, poll
+
 __all__ = ["BrowserTab", "browser_tab"]
 
 _CONNECT_TIMEOUT_S: Final = 10.0
@@ -54,12 +56,17 @@ class BrowserTab:
         with self._lock:
             return list(self._received)
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, Any]]:
-        """The events once `count` arrived, or those that did within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while len(self.events()) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def collect(self, count: int, timeout: float = 30.0) -> list[tuple[str, Any]]:
+        """The events once `count` arrived, or those that did within `timeout` s."""
+        poll(lambda: len(self.events()) >= count, timeout)
         return self.events()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[str, Any]]:
+        """The events once at least `count` arrived; raises WaitTimeoutError after `timeout` s."""
+        received = self.collect(count, timeout)
+        if len(received) < count:
+            raise WaitTimeoutError(f"{len(received)} of {count} browser events within {timeout} s")
+        return received
 
     def close(self) -> None:
         """Leave as a closing tab does."""
@@ -90,7 +97,7 @@ class BrowserTab:
 
 @contextmanager
 def browser_tab(url: str, *, user: str | None = None) -> Iterator[BrowserTab]:
-    """A connected tab, closed however the demo ends."""
+    """A connected tab, closed however the caller ends."""
     tab = BrowserTab(url, user=user)
     try:
         yield tab

@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback whose faults a test switches on and off: black hole, refuse, delay.
+"""A TCP proxy on loopback whose faults a caller switches on and off: black hole, refuse, delay.
 
 It sits between the forwarder and a server (the broker, the Socket.IO app) so a test can take the
 network away without stopping the server, and give it back at a moment of its choosing.

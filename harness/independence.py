@@ -10,11 +10,13 @@ catching up is not measured):
 
 It returns, per stretch, the delivery latency of every event the measured sink got that was
 emitted in it: to the browser tab's arrival for the browser, to the broker's acknowledgement for
-Kafka (the age of each batch's oldest event, from the forwarder's `batch_delivered` lines).
+Kafka (the age of each batch's oldest event, from the forwarder's `batch_delivered` lines). The
+forwarder's log goes to a file read at the end: the measuring process spends nothing on it.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -25,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from emitter.publisher import publisher_from_env
-from tests.support.broker import KafkaBroker, free_port, unique_topic
-from tests.support.forwarder import ForwarderProcess, forwarder_env
-from tests.support.proxy import FaultProxy, fault_proxy
-from tests.support.socketio_server import BrowserClient, relay_server
+from harness.broker import KafkaBroker, unique_topic
+from harness.browser import BrowserTab, browser_tab
+from harness.forwarder import ForwarderProcess, forwarder_env
+from harness.net import free_port
+from harness.proxy import FaultProxy, fault_proxy
+from harness.relay_app import RelayServer
+from harness.waits import poll
 
 __all__ = ["KINDS", "SLOW_S", "measure"]
 
-SECRET = "independence-relay-secret-0123456789"
 KINDS = ("blackhole", "refuse", "slow")
 SLOW_S = 0.5
 """How long the slow proxy holds each chunk, each way."""
@@ -88,16 +92,16 @@ def _stretch(name: str, seconds: float) -> tuple[str, int, int]:
 @contextmanager
 def _rig(
     run_dir: Path, **settings: str
-) -> Iterator[tuple[ForwarderProcess, BrowserClient, dict[str, FaultProxy]]]:
+) -> Iterator[tuple[ForwarderProcess, BrowserTab, dict[str, FaultProxy]]]:
     run_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
     with ExitStack() as stack:
         port = free_port()
         kafka_proxy = stack.enter_context(fault_proxy(port))
         broker = stack.enter_context(KafkaBroker(port, advertised_port=kafka_proxy.port))
-        server = stack.enter_context(relay_server(SECRET, run_dir / "server.log"))
+        server = stack.enter_context(RelayServer(secret, run_dir / "server.log"))
         relay_proxy = stack.enter_context(fault_proxy(server.port))
-        browser = BrowserClient(server.url)
-        stack.callback(browser.close)
+        browser = stack.enter_context(browser_tab(server.url))
         env = forwarder_env(
             run_dir,
             ORDER_EVENT_MODE="SOCKETIO,KAFKA",
@@ -105,12 +109,11 @@ def _rig(
             KAFKA_ORDER_EVENTS_TOPIC=unique_topic("independence"),
             KAFKA_PRODUCER_REQUEST_TIMEOUT_MS="2000",
             SOCKETIO_URL=f"http://{relay_proxy.address}",
-            SOCKETIO_RELAY_SECRET=SECRET,
+            SOCKETIO_RELAY_SECRET=secret,
             SOCKETIO_ACK_TIMEOUT_S="2",
             FORWARDER_STATS_INTERVAL_S="0",
-            **settings,
         )
-        process = ForwarderProcess(env)
+        process = ForwarderProcess(env | settings, log_path=run_dir / "forwarder.log")
         stack.callback(process.stop)
         process.start()
         yield process, browser, {"kafka": kafka_proxy, "relay": relay_proxy}
@@ -144,7 +147,7 @@ class _Paced:
         self._publisher.close()
 
 
-def _browser_latencies(browser: BrowserClient, published: int) -> list[tuple[int, float]]:
+def _browser_latencies(browser: BrowserTab, published: int) -> list[tuple[int, float]]:
     """(emit ns, ms to the browser tab) of every event, once all arrived."""
     events = browser.wait_for(published, timeout=60)
     arrived = list(browser.arrived_ns)
@@ -157,14 +160,13 @@ def _browser_latencies(browser: BrowserClient, published: int) -> list[tuple[int
 def _kafka_latencies(process: ForwarderProcess, published: int) -> list[tuple[int, float]]:
     """(emit ns, ms to the broker's acknowledgement) per event, from the batch lines: each event
     is counted at the age of its batch's oldest, an upper bound."""
-    deadline = time.monotonic() + 60
-    while True:
-        lines = [line for line in process.logs("batch_delivered") if line["sink"] == "kafka"]
-        if sum(line["count"] for line in lines) >= published or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+
+    def kafka_lines() -> list[dict[str, Any]]:
+        return [line for line in process.logs("batch_delivered") if line["sink"] == "kafka"]
+
+    poll(lambda: sum(line["count"] for line in kafka_lines()) >= published, 60, interval=0.2)
     latencies = []
-    for line in lines:
+    for line in kafka_lines():
         acknowledged = _ns(line["timestamp"])
         oldest = acknowledged - int(line["age_ms"] * 1e6)
         latencies += [(oldest, float(line["age_ms"]))] * line["count"]

