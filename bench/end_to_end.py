@@ -41,10 +41,10 @@ from demo.children import child, child_env
 from emitter.contract import SCHEMA_VERSION, Envelope, encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.control import ControlError, control_path, query
+from forwarder.record import kafka_headers, kafka_value
 from forwarder.settings import KafkaSettings
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
-from forwarder.sinks.kafka_record import kafka_headers, kafka_value
 
 SECRET_LENGTH = 32
 CLIENTS = ("kafka-python", "confluent")

@@ -315,7 +315,8 @@ def _describe(settings: Settings) -> str:
         f"log {settings.log_level}"
         + (" with wire logging (LOG_WIRE=1)" if settings.log_wire else ""),
         f"frames up to {settings.max_frame_bytes:,} bytes",
-        f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms",
+        f"batch {settings.batch_max} events or {settings.batch_linger_ms} ms, "
+        f"{settings.inflight_batches} in flight",
         f"retry {settings.retry_base_ms}-{settings.retry_max_ms} ms",
     ]
     if settings.kafka is not None:

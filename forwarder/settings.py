@@ -269,6 +269,7 @@ class Settings:
     state_dir: Path = Path()
     batch_max: int = 5000
     batch_linger_ms: int = 5
+    inflight_batches: int = 4
     queue_max: int = 100_000
     buffer: BufferKind = "disk"
     buffer_max_bytes: int = 256 << 20
@@ -315,6 +316,9 @@ class Settings:
             state_dir=state_dir,
             batch_max=env_int(env, "FORWARDER_BATCH_MAX", cls.batch_max, minimum=1),
             batch_linger_ms=env_int(env, "FORWARDER_BATCH_LINGER_MS", cls.batch_linger_ms),
+            inflight_batches=env_int(
+                env, "FORWARDER_INFLIGHT_BATCHES", cls.inflight_batches, minimum=1
+            ),
             queue_max=env_int(env, "FORWARDER_QUEUE_MAX", cls.queue_max, minimum=1),
             buffer=cast(BufferKind, _choice(env, "FORWARDER_BUFFER", cls.buffer, BUFFERS)),
             buffer_max_bytes=env_int(

@@ -17,11 +17,11 @@ def build_sinks(settings: Settings) -> list[Sink]:
                 ConfluentKafkaSink,
             )
 
-            sinks.append(ConfluentKafkaSink(settings.kafka))
+            sinks.append(ConfluentKafkaSink(settings.kafka, in_flight=settings.inflight_batches))
         elif settings.kafka is not None:
             from forwarder.sinks.kafka import KafkaSink  # noqa: PLC0415 - optional dependency
 
-            sinks.append(KafkaSink(settings.kafka))
+            sinks.append(KafkaSink(settings.kafka, in_flight=settings.inflight_batches))
         if settings.socketio is not None:
             from forwarder.sinks.socketio import SocketIOSink  # noqa: PLC0415 - optional dependency
 

@@ -10,7 +10,7 @@ from types import TracebackType
 from emitter.contract import Envelope
 from forwarder.errors import SinkError
 
-__all__ = ["Delivery", "Sink"]
+__all__ = ["Delivery", "Done", "InFlight", "Sink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,17 +24,51 @@ class Delivery:
         return not self.failed
 
 
+class InFlight(ABC):
+    """A batch handed to a sink that has not necessarily been answered yet."""
+
+    @abstractmethod
+    def result(self, *, hurry: bool) -> Delivery:
+        """Wait until each event was acknowledged or failed, or the sink gave up on the batch;
+        with `hurry`, nothing else waits, so the sink sends what it holds at once."""
+        raise NotImplementedError
+
+
+class Done(InFlight):
+    """A batch already answered: what a sink that cannot pipeline returns from `send`."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+
+    def result(self, *, hurry: bool) -> Delivery:
+        """The answer given when the batch was sent."""
+        return self._delivery
+
+
 class Sink(ABC):
     """A destination; `deliver` returns only once each event is acknowledged or has failed."""
 
     name: str = "sink"
     selective: bool = False
     """Whether `wants` may refuse an event; when not, the worker does not ask it of each one."""
+    pipelines: bool = False
+    """Whether `send` returns before the answer, keeping the promise below; when not, the worker
+    has one batch in flight."""
 
     @abstractmethod
     def deliver(self, batch: Sequence[Envelope]) -> Delivery:
         """Send the batch in order; raise RetriableSinkError when nothing could be attempted."""
         raise NotImplementedError
+
+    def send(self, batch: Sequence[Envelope]) -> InFlight:
+        """Start delivering the batch and return without waiting where the sink can. A sink that
+        `pipelines` promises that once a batch failed, nothing of a later one reaches the
+        destination until `deliver` is called again, so a retry never lands behind them."""
+        return Done(self.deliver(batch))
+
+    def has_room(self) -> bool:
+        """Whether another batch may go out before the oldest is answered (bounded by bytes)."""
+        return True
 
     def wants(self, envelope: Envelope) -> bool:
         """Whether this sink is meant to receive the event; Kafka takes all, the browser some."""

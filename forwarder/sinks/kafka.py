@@ -10,13 +10,14 @@ from kafka import KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.net.compat import KafkaNetClient
 
-from emitter.contract import Envelope
 from forwarder.errors import SinkError
+from forwarder.record import KafkaRecord
 from forwarder.settings import KafkaSettings
 from forwarder.sinks._producer import (
     CLOSE_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_MS,
     ProducerSink,
+    Sending,
     classified,
     delivery_timeout_ms,
     idempotent,
@@ -25,7 +26,6 @@ from forwarder.sinks._producer import (
     max_in_flight,
     security_config,
 )
-from forwarder.sinks.kafka_record import kafka_headers
 
 __all__ = ["KafkaSink", "ProducerFactory", "producer_config", "translate_error"]
 
@@ -61,7 +61,7 @@ _SECURITY_NAMES: Final[dict[str, str]] = {
 """Each SASL and TLS setting by its name in the library."""
 
 
-def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+def producer_config(settings: KafkaSettings, in_flight: int = 1) -> dict[str, Any]:
     """kafka-python producer arguments: the settings, plus bounds on every wait the library has."""
     config: dict[str, Any] = {
         "bootstrap_servers": list(settings.bootstrap_servers),
@@ -72,7 +72,7 @@ def producer_config(settings: KafkaSettings) -> dict[str, Any]:
         "linger_ms": settings.linger_ms,
         "retries": settings.retries,
         "request_timeout_ms": settings.request_timeout_ms,
-        "delivery_timeout_ms": delivery_timeout_ms(settings),
+        "delivery_timeout_ms": delivery_timeout_ms(settings, in_flight),
         "max_block_ms": max_block_ms(settings),
         "bootstrap_timeout_ms": max_block_ms(settings),
         "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
@@ -100,35 +100,40 @@ def _retriable(exc: BaseException) -> bool:
 
 
 class KafkaSink(ProducerSink):
-    """The Kafka sink on kafka-python, a pure-Python client."""
+    """The Kafka sink on kafka-python, a pure-Python client; its reports come from its sender."""
 
     def __init__(
-        self, settings: KafkaSettings, producer_factory: ProducerFactory | None = None
+        self,
+        settings: KafkaSettings,
+        producer_factory: ProducerFactory | None = None,
+        *,
+        in_flight: int = 1,
     ) -> None:
-        super().__init__(settings)
-        self._config = producer_config(settings)
+        super().__init__(settings, in_flight=in_flight)
+        self._config = producer_config(settings, in_flight)
         self._factory: ProducerFactory = producer_factory or _new_producer
+        self._topic = settings.topic
 
     def _new_producer(self) -> Any:
         return self._factory(self._config)
 
-    def _produce(self, producer: Any, envelope: Envelope, value: bytes) -> Any:
-        return producer.send(
-            self._settings.topic,
-            value=value,
-            key=envelope.key.encode(),
-            headers=kafka_headers(envelope),
-        )
+    def _produce(self, producer: Any, record: KafkaRecord, sending: Sending, index: int) -> None:
+        value, key, headers = record
+        future = producer.send(self._topic, value=value, key=key, headers=headers)
+        future.add_callback(_Acked(sending, index))
+        future.add_errback(sending.settle, index)
 
-    def _flush(self, producer: Any, timeout_s: float) -> None:
-        # A flush that times out is no answer: the records still pending are reported as such.
-        with contextlib.suppress(kafka_errors.KafkaError):
-            producer.flush(timeout=timeout_s)
+    def _await(self, producer: Any, sending: Sending, timeout_s: float, *, hurry: bool) -> bool:
+        if hurry:
+            # A flush that times out is no answer: the records still pending say so.
+            with contextlib.suppress(kafka_errors.KafkaError):
+                producer.flush(timeout=timeout_s)
+        return sending.wait(0 if hurry else timeout_s)
 
-    def _outcome(self, handle: Any) -> tuple[bool, BaseException | None]:
-        if not handle.is_done:
-            return False, None
-        return True, handle.exception if handle.failed() else None
+    def _stop(self, producer: Any) -> None:
+        # The sender stops after the report it is handling and fails what it holds; no other
+        # call does that without waiting (close() flushes first), from its own thread included.
+        producer._sender.force_close()
 
     def _translate(self, exc: BaseException) -> SinkError:
         return translate_error(exc)
@@ -144,11 +149,25 @@ class KafkaSink(ProducerSink):
         except Exception as exc:
             raise translate_error(exc) from exc
 
-    def _close_producer(self, producer: Any) -> None:
+    def _close_producer(self, producer: Any, *, fenced: bool) -> None:
         try:
             producer.close(timeout=CLOSE_TIMEOUT_S)
         except kafka_errors.KafkaError as exc:
-            log.warning("producer_close_failed", error=str(exc))
+            if not fenced:
+                log.warning("producer_close_failed", error=str(exc))
+
+
+class _Acked:
+    """The success report of one record: one object, not two partials per record."""
+
+    __slots__ = ("index", "sending")
+
+    def __init__(self, sending: Sending, index: int) -> None:
+        self.sending = sending
+        self.index = index
+
+    def __call__(self, _metadata: Any) -> None:
+        self.sending.settle(self.index, None)
 
 
 def _new_producer(config: dict[str, Any]) -> KafkaProducer:

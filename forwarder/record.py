@@ -1,4 +1,4 @@
-"""The Kafka record of one event, the same whichever client library sends it."""
+"""Builds a Kafka record's value, key and headers, once, for both clients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import msgspec
 
 from emitter.contract import SYSTEM_KEY, Envelope
 
-__all__ = ["UNENCODABLE", "emit_time", "kafka_headers", "kafka_value"]
+__all__ = [
+    "UNENCODABLE",
+    "KafkaRecord",
+    "emit_time",
+    "kafka_headers",
+    "kafka_record",
+    "kafka_value",
+]
 
 SOURCE: Final = "openalgo"
 VERSION: Final = "1.0"
@@ -33,6 +40,14 @@ class _Record(msgspec.Struct):
 
 
 _json_encoder: Final = msgspec.json.Encoder()
+
+KafkaRecord = tuple[bytes, bytes, list[tuple[str, bytes]]]
+"""Value, key and headers, as both clients' produce calls take them."""
+
+
+def kafka_record(envelope: Envelope) -> KafkaRecord:
+    """The whole record; raises what `kafka_value` raises for data JSON cannot hold."""
+    return kafka_value(envelope), envelope.key.encode(), kafka_headers(envelope)
 
 
 def kafka_value(envelope: Envelope) -> bytes:
