@@ -95,7 +95,16 @@ def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     """Event type, id and, for events from the bus, its topic as headers, so consumers route
     and deduplicate without parsing values. No topic is no header rather than a null value:
     records with a null header value did not come back through the embedded test broker."""
-    headers = [("event_type", envelope.event.encode()), ("event_id", envelope.id.encode())]
-    if envelope.topic is not None:
-        headers.append(("topic", envelope.topic.encode()))
-    return headers
+    if envelope.topic is None:
+        return [_header("event_type", envelope.event), ("event_id", envelope.id.encode())]
+    return [
+        _header("event_type", envelope.event),
+        ("event_id", envelope.id.encode()),
+        _header("topic", envelope.topic),
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _header(name: str, value: str) -> tuple[str, bytes]:
+    # A few dozen event types and topics: one tuple each, not one per record (less for the GC).
+    return name, value.encode()
