@@ -34,6 +34,7 @@ bench: $(BENCH_STAMP)
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/python -m bench.publish_latency --gc on --json $(BENCH_OUT)/publish.json
 	$(BIN)/python -m bench.end_to_end --json $(BENCH_OUT)/end_to_end.json
+	$(BIN)/python -m bench.kafka_matrix --json $(BENCH_OUT)/kafka_matrix.json --chart $(BENCH_OUT)/kafka_matrix.png
 	$(BIN)/python -m bench.buffer_throughput --json $(BENCH_OUT)/buffer.json
 	$(BIN)/python -m bench.independence --json $(BENCH_OUT)/independence.json
 	$(BIN)/python -m bench.chart $(BENCH_OUT)

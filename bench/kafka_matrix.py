@@ -53,8 +53,8 @@ PRODUCER_SETTINGS: dict[str, dict[str, str]] = {
 }
 KEYS = (1, 8, 1000)
 TARGETS = {"kafka-python": 0.9, "confluent": 0.67}
-EVENTS = {"kafka-python": 30_000, "confluent": 100_000}
-QUICK_EVENTS = {"kafka-python": 10_000, "confluent": 30_000}
+EVENTS = {"kafka-python": 20_000, "confluent": 60_000}
+QUICK_EVENTS = {"kafka-python": 5_000, "confluent": 15_000}
 CONSUMER_TIMEOUT_S = 120.0
 
 

@@ -170,7 +170,11 @@ class SinkWorker:
 
     def _account(self, entry: _Sent, failed: dict[int, SinkError]) -> None:
         """Count what the destination acknowledged and dead-letter what it refused for good."""
-        done = [e for i, e in enumerate(entry.wanted) if i not in failed]
+        done = (
+            entry.wanted
+            if not failed
+            else [e for i, e in enumerate(entry.wanted) if i not in failed]
+        )
         if done:
             self._delivered(done, 1, self._clock.monotonic() - entry.started)
         for index, error in sorted(failed.items()):
@@ -239,7 +243,7 @@ class SinkWorker:
             error = RetriableSinkError(f"unexpected {type(exc).__name__}: {exc}")
             return Delivery(failed=dict.fromkeys(range(count), error))
 
-    def _delivered(self, done: list[Envelope], attempt: int, latency_s: float) -> None:
+    def _delivered(self, done: Sequence[Envelope], attempt: int, latency_s: float) -> None:
         self.counters.delivered += len(done)
         if self._latency is not None:
             self._latency.observe(self.sink.name, latency_s)
