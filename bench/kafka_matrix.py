@@ -343,10 +343,14 @@ def chart(rows: list[dict[str, Any]], out: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(12, 6))
     labels = [f"{r['client']}\n{r['settings']}\n{r['keys']} keys" for r in rows]
-    colours = ["tab:blue" if r["client"] == "kafka-python" else "tab:orange" for r in rows]
-    axes.bar(range(len(rows)), [r["ratio"] for r in rows], color=colours)
+    colour = {"kafka-python": "tab:blue", "confluent": "tab:orange"}
+    axes.bar(
+        range(len(rows)), [r["ratio"] for r in rows], color=[colour[r["client"]] for r in rows]
+    )
     for client, target in TARGETS.items():
-        axes.axhline(target, linestyle="--", linewidth=1, label=f"target {client} ({target})")
+        axes.axhline(
+            target, color=colour[client], linestyle="--", label=f"target {client} ({target})"
+        )
     axes.set_xticks(range(len(rows)), labels, fontsize=6, rotation=90)
     axes.set_ylabel("forwarder / raw client, same run")
     axes.set_title("Forwarder throughput against the raw client")
