@@ -135,7 +135,7 @@ class _Producer:
 class Sending(InFlight):
     """One batch in the client's hands; the client's reports land in `settle`, any thread."""
 
-    __slots__ = ("_done", "_errors", "_producer", "_remaining", "_sink", "_state", "size")
+    __slots__ = ("_done", "_errors", "_lock", "_producer", "_remaining", "_sink", "_state", "size")
 
     def __init__(self, sink: ProducerSink, producer: _Producer, count: int) -> None:
         self._sink = sink
@@ -143,6 +143,8 @@ class Sending(InFlight):
         self._state = bytearray(count)
         self._errors: dict[int, SinkError] = {}
         self._remaining = count
+        self._lock = threading.Lock()
+        """Reports come from the client's thread while `send` may still refuse a record."""
         self._done = threading.Event()
         if not count:
             self._done.set()
@@ -161,16 +163,18 @@ class Sending(InFlight):
             if self._sink._spoils_producer(self._errors[index]):
                 self._producer.spoiled = True
                 self._sink._stop(self._producer.client)
-        self._remaining -= 1
-        if self._remaining == 0:
-            self._done.set()
+        self._count_down()
 
     def refuse(self, index: int, error: SinkError) -> None:
         """A record the client refused at once; it never reached the producer."""
         self._fail(index, error)
-        self._remaining -= 1
-        if self._remaining == 0:
-            self._done.set()
+        self._count_down()
+
+    def _count_down(self) -> None:
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._done.set()
 
     def _fail(self, index: int, error: SinkError) -> None:
         self._state[index] = _FAILED
@@ -196,17 +200,18 @@ class Sending(InFlight):
     def result(self, *, hurry: bool) -> Delivery:
         """Wait for the answers within the batch bound; past it, fence the producer."""
         sink, producer = self._sink, self._producer
-        if not self._done.is_set() and producer.fenced is None:
-            timeout_s = batch_timeout_ms(sink._settings) / 1000
-            if not sink._await(producer.client, self, timeout_s, hurry=hurry):
-                sink._fence(
-                    producer,
-                    f"no acknowledgement from Kafka within {timeout_s:.0f} s" + sink._note(),
-                )
-        if producer.spoiled:
-            sink._fence(producer, "a record failed")
-        sink._queued_bytes -= self.size
-        self.size = 0
+        try:
+            if not self._done.is_set() and producer.fenced is None:
+                timeout_s = batch_timeout_ms(sink._settings) / 1000
+                if not sink._await(producer.client, self, timeout_s, hurry=hurry):
+                    reason = f"no acknowledgement from Kafka within {timeout_s:.0f} s"
+                    sink._fence(producer, reason + sink._note())
+            if producer.spoiled:
+                sink._fence(producer, "a record failed")
+        finally:
+            # Whatever happened, these bytes no longer count against the bound on what is queued.
+            sink._queued_bytes -= self.size
+            self.size = 0
         if self._done.is_set():
             return Delivery(failed=self._errors) if self._errors else Delivery()
         unanswered = self._unanswered()
