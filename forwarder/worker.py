@@ -77,7 +77,6 @@ class SinkWorker:
             clock=self._clock.monotonic,
         )
         self._max_in_flight = settings.inflight_batches if sink.pipelines else 1
-        self._batch_max = settings.batch_max
         self._backoff = backoff or Backoff(settings.retry_base_ms, settings.retry_max_ms)
         self._dead_letters = dead_letters
         self._latency = latency
@@ -111,21 +110,17 @@ class SinkWorker:
     def _run(self) -> None:
         sent: deque[_Sent] = deque()
         while not self._out_of_time():
-            batch = None
             if len(sent) < self._max_in_flight and self.sink.has_room():
                 idle = not sent and self._deadline is None
                 batch = self._batcher.next_batch(_IDLE_WAIT_S if idle else 0)
                 if batch:
                     sent.append(self._send(batch))
-                    if len(batch) >= self._batch_max:
-                        continue
+                    continue
             if sent:
-                # A batch that did not fill took all there was: nothing gains from the client
-                # lingering, so it sends what it holds at once (hurry), as when nothing waits.
-                # Under load batches fill, and the oldest is waited for while the client goes on
-                # batching the others.
+                # With nothing else waiting the sink sends what it holds at once (hurry); else
+                # the oldest is waited for while the client goes on batching the others.
                 waiting = self._backlog.depth() - sum(len(entry.batch) for entry in sent)
-                self._settle(sent, hurry=bool(batch) or waiting <= 0)
+                self._settle(sent, hurry=waiting <= 0)
             elif self._deadline is not None:
                 return
 
