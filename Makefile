@@ -29,11 +29,12 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-## bench: every benchmark on this machine (about seven minutes): tables on stdout, a chart in bench/out/
+## bench: every benchmark on this machine (about seven minutes, three more for the Kafka matrix): tables on stdout, charts in bench/out/
 bench: $(BENCH_STAMP)
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/python -m bench.publish_latency --gc on --json $(BENCH_OUT)/publish.json
 	$(BIN)/python -m bench.end_to_end --json $(BENCH_OUT)/end_to_end.json
+	$(BIN)/python -m bench.kafka_matrix --json $(BENCH_OUT)/kafka_matrix.json --chart $(BENCH_OUT)/kafka_matrix.png
 	$(BIN)/python -m bench.buffer_throughput --json $(BENCH_OUT)/buffer.json
 	$(BIN)/python -m bench.independence --json $(BENCH_OUT)/independence.json
 	$(BIN)/python -m bench.chart $(BENCH_OUT)

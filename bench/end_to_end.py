@@ -35,9 +35,9 @@ from kafka import KafkaProducer
 from emitter.contract import Envelope, encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.ops.control import ControlError, control_path, query
+from forwarder.record import kafka_headers, kafka_value
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
-from forwarder.sinks.kafka_record import kafka_headers, kafka_value
 from forwarder.sinks.settings import KafkaSettings
 from harness import events
 from harness.broker import KafkaBroker

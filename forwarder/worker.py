@@ -1,11 +1,21 @@
-"""One thread per sink, so a slow or unreachable sink never holds back the others."""
+"""One thread per sink, so a slow or unreachable sink never holds back the others.
+
+A worker keeps up to FORWARDER_INFLIGHT_BATCHES batches with its sink before the oldest is
+answered, and takes the answers oldest first. When one fails, the sink has stopped sending the
+later ones (see forwarder.sinks._producer); the worker sends every event of it and of them that
+was not acknowledged again, in order, before anything newer. A batch leaves the backlog only once
+finished, and the store releases only the contiguous prefix of finished batches.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Final, TypeVar
 
 import structlog
 
@@ -16,7 +26,7 @@ from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
 from forwarder.ops.metrics import BatchLatency
 from forwarder.retry import Backoff, Clock, SystemClock
 from forwarder.settings import Settings
-from forwarder.sinks.base import Sink
+from forwarder.sinks.base import Delivery, Done, InFlight, Sink
 from forwarder.stats import Stats
 from forwarder.store import Batch, Store
 
@@ -26,6 +36,17 @@ _IDLE_WAIT_S: Final = 0.2
 """How long an idle worker waits for an event before it looks at the stop request again."""
 
 log = structlog.get_logger("forwarder.worker")
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A batch with the sink: what it covers in the backlog, what the sink got, since when."""
+
+    batch: Batch
+    wanted: Sequence[Envelope]
+    in_flight: InFlight
+    started: float
 
 
 class SinkWorker:
@@ -55,6 +76,7 @@ class SinkWorker:
             linger_s=settings.batch_linger_ms / 1000,
             clock=self._clock.monotonic,
         )
+        self._max_in_flight = sink.batches_in_flight
         self._backoff = backoff or Backoff(settings.retry_base_ms, settings.retry_max_ms)
         self._dead_letters = dead_letters
         self._latency = latency
@@ -86,15 +108,24 @@ class SinkWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        sent: deque[_Sent] = deque()
         while not self._out_of_time():
-            batch = self._batcher.next_batch(0 if self._deadline is not None else _IDLE_WAIT_S)
-            if batch:
-                self._finish(batch)
+            if len(sent) < self._max_in_flight and self.sink.has_room():
+                idle = not sent and self._deadline is None
+                batch = self._batcher.next_batch(_IDLE_WAIT_S if idle else 0)
+                if batch:
+                    sent.append(self._send(batch))
+                    continue
+            if sent:
+                # With nothing else waiting the sink sends what it holds at once (hurry); else
+                # the oldest is waited for while the client goes on batching the others.
+                waiting = self._reader.waiting() - sum(len(entry.batch) for entry in sent)
+                self._settle(sent, hurry=waiting <= 0)
             elif self._deadline is not None:
                 return
 
-    def _finish(self, batch: Batch) -> None:
-        """Deliver a batch and release it from the store, unless time ran out with some left."""
+    def _send(self, batch: Batch) -> _Sent:
+        """Dead-letter what no longer reads and hand what the sink wants to it, without waiting."""
         for damaged in batch.damaged:
             self.counters.dead_lettered += damaged.count
             self._stats.count_damage(1)
@@ -102,8 +133,53 @@ class SinkWorker:
         wanted = batch.envelopes
         if self.sink.selective:
             wanted = [envelope for envelope in wanted if self.sink.wants(envelope)]
-        if not wanted or self.deliver(wanted):
-            self._reader.done(batch)
+        started = self._clock.monotonic()
+        if not wanted:
+            return _Sent(batch, wanted, Done(Delivery()), started)
+        in_flight = self._guarded(partial(self.sink.send, wanted), len(wanted))
+        if isinstance(in_flight, Delivery):
+            in_flight = Done(in_flight)
+        return _Sent(batch, wanted, in_flight, started)
+
+    def _settle(self, sent: deque[_Sent], *, hurry: bool) -> None:
+        """Finish the oldest batch in flight. When it failed, the sink sent nothing after it:
+        what was not acknowledged of it and of every later batch goes again as one, in order."""
+        entry = sent.popleft()
+        failed = self._result(entry, hurry=hurry)
+        finished, retry = [entry], []
+        while True:
+            retry += [
+                (entry.wanted[i], error)
+                for i, error in sorted(failed.items())
+                if not isinstance(error, PermanentSinkError)
+            ]
+            self._account(entry, failed)
+            if not retry or not sent:
+                break
+            entry = sent.popleft()
+            finished.append(entry)
+            failed = self._result(entry, hurry=False)
+        if not retry or self._retry([envelope for envelope, _ in retry], retry[0][1]):
+            self.counters.retrying_since = None
+            for entry in finished:
+                self._reader.done(entry.batch)
+
+    def _result(self, entry: _Sent, *, hurry: bool) -> dict[int, SinkError]:
+        delivery = self._guarded(partial(entry.in_flight.result, hurry=hurry), len(entry.wanted))
+        return dict(delivery.failed)
+
+    def _account(self, entry: _Sent, failed: dict[int, SinkError]) -> None:
+        """Count what the destination acknowledged and dead-letter what it refused for good."""
+        done = (
+            entry.wanted
+            if not failed
+            else [e for i, e in enumerate(entry.wanted) if i not in failed]
+        )
+        if done:
+            self._delivered(done, 1, self._clock.monotonic() - entry.started)
+        for index, error in sorted(failed.items()):
+            if isinstance(error, PermanentSinkError):
+                self._dead_letter(entry.wanted[index], error)
 
     def _out_of_time(self) -> bool:
         return self._deadline is not None and self._clock.monotonic() >= self._deadline
@@ -115,12 +191,24 @@ class SinkWorker:
         Events that failed retriably are sent again in their original order before anything newer
         is taken, so a sink never sees events reordered by a retry.
         """
+        return self._attempts(batch, attempt=0)
+
+    def _retry(self, batch: Sequence[Envelope], error: SinkError) -> bool:
+        """`deliver` for events whose first attempt (in flight) failed: back off first."""
         self._pending = batch
-        attempt = 0
+        self._note_failure(error)
+        if self._out_of_time():
+            return False
+        self._back_off(1, error)
+        return self._attempts(batch, attempt=1)
+
+    def _attempts(self, batch: Sequence[Envelope], attempt: int) -> bool:
+        self._pending = batch
         while True:
             attempt += 1
             started = self._clock.monotonic()
-            failed = self._attempt(self._pending)
+            delivery = self._guarded(partial(self.sink.deliver, self._pending), len(self._pending))
+            failed = dict(delivery.failed)
             done = [e for i, e in enumerate(self._pending) if i not in failed]
             if done:
                 self._delivered(done, attempt, self._clock.monotonic() - started)
@@ -134,24 +222,28 @@ class SinkWorker:
             if not retry:
                 self.counters.retrying_since = None
                 return True
-            if self.counters.retrying_since is None:
-                self.counters.retrying_since = time.monotonic()
-            self.counters.last_error = str(retry[0][1])
+            self._note_failure(retry[0][1])
             if self._out_of_time():
                 return False
             self._back_off(attempt, retry[0][1])
 
-    def _attempt(self, batch: Sequence[Envelope]) -> dict[int, SinkError]:
-        try:
-            return dict(self.sink.deliver(batch).failed)
-        except SinkError as exc:
-            return dict.fromkeys(range(len(batch)), exc)
-        except Exception as exc:
-            log.exception("sink_failed", sink=self.sink.name, count=len(batch))
-            error = RetriableSinkError(f"unexpected {type(exc).__name__}: {exc}")
-            return dict.fromkeys(range(len(batch)), error)
+    def _note_failure(self, error: SinkError) -> None:
+        if self.counters.retrying_since is None:
+            self.counters.retrying_since = time.monotonic()
+        self.counters.last_error = str(error)
 
-    def _delivered(self, done: list[Envelope], attempt: int, latency_s: float) -> None:
+    def _guarded(self, call: Callable[[], _T], count: int) -> _T | Delivery:
+        """What the sink returned, or every event failed by what it raised."""
+        try:
+            return call()
+        except SinkError as exc:
+            return Delivery(failed=dict.fromkeys(range(count), exc))
+        except Exception as exc:
+            log.exception("sink_failed", sink=self.sink.name, count=count)
+            error = RetriableSinkError(f"unexpected {type(exc).__name__}: {exc}")
+            return Delivery(failed=dict.fromkeys(range(count), error))
+
+    def _delivered(self, done: Sequence[Envelope], attempt: int, latency_s: float) -> None:
         self.counters.delivered += len(done)
         if self._latency is not None:
             self._latency.observe(self.sink.name, latency_s)

@@ -48,7 +48,7 @@ def breaking(package: str, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
 
 RULES = {
     "emitter": (),
-    "forwarder.sinks": ("emitter", "forwarder.errors", "forwarder.settings"),
+    "forwarder.sinks": ("emitter", "forwarder.errors", "forwarder.record", "forwarder.settings"),
     "forwarder.store": ("emitter", "forwarder.settings"),
     "forwarder.ops": ("emitter", "forwarder.errors", "forwarder.stats", "forwarder.unix_socket"),
     "forwarder": ("emitter",),

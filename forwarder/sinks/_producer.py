@@ -1,7 +1,32 @@
-"""What the Kafka sinks share whichever client sends: one attempt per batch, the same bounds.
+"""What the Kafka sinks share whichever client sends: batches in flight, in order, the same bounds.
 
 A backend only builds a producer and implements the small hooks below; when an event counts as
-delivered, which failures are retried and when the producer is rebuilt is decided here, once.
+delivered, which failures are retried and when the producer is replaced is decided here, once.
+
+Several batches are in flight at once: each is handed to the client (`send`) without waiting for
+the one before, and the worker takes their answers oldest first. Why per-key order survives:
+
+1. One producer keeps each partition's order. With KAFKA_PRODUCER_ACKS=all and retries the
+   producer is idempotent: the broker writes a partition's records only in sequence, so the
+   client's own retries cannot reorder them, and what one producer got written is a contiguous
+   run of what it was given (librdkafka is also told to stop rather than leave a gap). Without
+   idempotence one request per connection is in flight, so a retry has nothing to overtake.
+2. A producer that failed a record is fenced before it sends anything later: the first failure
+   (a record refused, retries exhausted, an epoch bumped, a connection lost for good) stops it.
+   kafka-python reports in its sender thread, which is stopped from within that report, before
+   it drains another batch; librdkafka's reports reach this thread, which purges the producer
+   before it hands it anything more. Every later record of that producer then fails.
+3. The forwarder gives up on an unanswered batch before the client would: a batch has a bound
+   (one request timeout plus the linger) from when it becomes the oldest, and the client's own
+   delivery timeout is longer than the wait for all batches in flight. So a client never expires
+   a record on its own and carries on with the ones behind it; the forwarder fences first.
+4. The worker then sends every failed event again, oldest first, through a new producer, before
+   anything newer. The old producer may still have records on the wire that the broker writes
+   late; they are a contiguous run of events (1.) that the new producer sends again from an
+   earlier point, so each event's first copy in the log still comes after those of the events
+   before it. Later copies are duplicates, recognisable by `event_id`.
+5. The buffer position advances only over the contiguous prefix of finished batches (the store's
+   `done`), so a crash never skips an unacknowledged event.
 
 With acks=0 the broker sends no acknowledgement: a record counts as delivered once the client
 has written it to the socket, and a record lost after that goes unnoticed.
@@ -9,6 +34,7 @@ has written it to the socket, and a record lost after that goes unnoticed.
 
 from __future__ import annotations
 
+import threading
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Final
@@ -17,14 +43,15 @@ import structlog
 
 from emitter.contract import Envelope
 from forwarder.errors import PermanentSinkError, RetriableSinkError, SinkError
-from forwarder.sinks.base import Delivery, Sink
-from forwarder.sinks.kafka_record import UNENCODABLE, kafka_value
+from forwarder.record import UNENCODABLE, KafkaRecord, kafka_record
+from forwarder.sinks.base import Delivery, InFlight, Sink
 from forwarder.sinks.settings import KafkaSettings
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
     "RECONNECT_BACKOFF_MAX_MS",
     "ProducerSink",
+    "Sending",
     "chained",
     "classified",
     "delivery_timeout_ms",
@@ -41,8 +68,11 @@ CLOSE_TIMEOUT_S: Final = 2.0
 """How long closing a producer waits for records still pending."""
 _MAX_BLOCK_MS: Final = 5000
 """Longest a client call waits for a broker or for metadata (kafka-python: 30 s, 60 s)."""
-_ACK_GRACE_S: Final = 5.0
-"""Slack past the producer's own delivery timeout before a record still pending counts as lost."""
+_CLIENT_GRACE_MS: Final = 5000
+"""How much longer than the forwarder the client waits before it expires a record itself."""
+MAX_QUEUED_BYTES: Final = 64 << 20
+"""Bytes of values handed to the client and not yet answered before the next batch waits."""
+_PENDING, _ACKED, _FAILED = 0, 1, 2
 
 log = structlog.get_logger("forwarder.sinks.kafka")
 
@@ -57,9 +87,14 @@ def max_in_flight(settings: KafkaSettings) -> int:
     return 5 if idempotent(settings) else 1
 
 
-def delivery_timeout_ms(settings: KafkaSettings) -> int:
-    """One request's worth: longer waits belong to the forwarder's own retry with backoff."""
+def batch_timeout_ms(settings: KafkaSettings) -> int:
+    """How long the oldest batch may go unanswered: one request's worth, then a new producer."""
     return settings.request_timeout_ms + settings.linger_ms
+
+
+def delivery_timeout_ms(settings: KafkaSettings) -> int:
+    """The client's own limit: past the forwarder's wait for every batch in flight (see 3.)."""
+    return (settings.batches_in_flight + 1) * batch_timeout_ms(settings) + _CLIENT_GRACE_MS
 
 
 def max_block_ms(settings: KafkaSettings) -> int:
@@ -85,15 +120,118 @@ def classified(reason: str, cause: BaseException, *, retriable: bool) -> SinkErr
     return chained(error_class(reason), cause)
 
 
+class _Producer:
+    """One producer and, once fenced, why: every record it still holds then fails."""
+
+    __slots__ = ("client", "fenced", "spoiled")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.fenced: str | None = None
+        self.spoiled = False
+        """A record failed in a way that may leave a gap: fence before anything else is sent."""
+
+
+class Sending(InFlight):
+    """One batch in the client's hands; the client's reports land in `settle`, any thread."""
+
+    __slots__ = ("_done", "_errors", "_lock", "_producer", "_remaining", "_sink", "_state", "size")
+
+    def __init__(self, sink: ProducerSink, producer: _Producer, count: int) -> None:
+        self._sink = sink
+        self._producer = producer
+        self._state = bytearray(count)
+        self._errors: dict[int, SinkError] = {}
+        self._remaining = count
+        self._lock = threading.Lock()
+        """Reports come from the client's thread while `send` may still refuse a record."""
+        self._done = threading.Event()
+        if not count:
+            self._done.set()
+        self.size = 0
+        """Bytes of the values handed to the client."""
+
+    def settle(self, index: int, error: BaseException | None) -> None:
+        """The client's report on one record; a failure that may leave a gap stops its producer."""
+        if error is None:
+            self._state[index] = _ACKED
+        elif self._producer.fenced is not None:
+            # Failed by the fence itself: the reason is the fence's, not the client's words for it.
+            self._fail(index, self._unanswered())
+        else:
+            self._fail(index, self._sink._translate(error))
+            if self._sink._spoils_producer(self._errors[index]):
+                self._producer.spoiled = True
+                self._sink._stop(self._producer.client)
+        self._count_down()
+
+    def refuse(self, index: int, error: SinkError) -> None:
+        """A record the client refused at once; it never reached the producer."""
+        self._fail(index, error)
+        self._count_down()
+
+    def _count_down(self) -> None:
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._done.set()
+
+    def _fail(self, index: int, error: SinkError) -> None:
+        self._state[index] = _FAILED
+        self._errors[index] = error
+
+    def _unanswered(self) -> RetriableSinkError:
+        return RetriableSinkError(f"{self._producer.fenced}; sent again with a new producer")
+
+    @property
+    def settled(self) -> bool:
+        """Every record was answered."""
+        return self._done.is_set()
+
+    @property
+    def spoiled(self) -> bool:
+        """A record of this producer failed: stop waiting, the producer is to be fenced."""
+        return self._producer.spoiled
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until every record was answered; False when time ran out first."""
+        return self._done.wait(timeout_s)
+
+    def result(self, *, hurry: bool) -> Delivery:
+        """Wait for the answers within the batch bound; past it, fence the producer."""
+        sink, producer = self._sink, self._producer
+        try:
+            if not self._done.is_set() and producer.fenced is None:
+                timeout_s = batch_timeout_ms(sink._settings) / 1000
+                if not sink._await(producer.client, self, timeout_s, hurry=hurry):
+                    reason = f"no acknowledgement from Kafka within {timeout_s:.0f} s"
+                    sink._fence(producer, reason + sink._note())
+            if producer.spoiled:
+                sink._fence(producer, "a record failed")
+        finally:
+            # Whatever happened, these bytes no longer count against the bound on what is queued.
+            sink._queued_bytes -= self.size
+            self.size = 0
+        if self._done.is_set():
+            return Delivery(failed=self._errors) if self._errors else Delivery()
+        unanswered = self._unanswered()
+        failed = dict(self._errors)
+        for index, state in enumerate(self._state):
+            if state == _PENDING:
+                failed[index] = unanswered
+        return Delivery(failed=failed)
+
+
 class ProducerSink(Sink):
-    """Sends through one lazily created producer, rebuilt after failures that may leave it stuck."""
+    """Sends through one lazily created producer, replaced after failures that may leave a gap."""
 
     name = "kafka"
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
-        self._producer: Any = None
-        self._ack_timeout_s = delivery_timeout_ms(settings) / 1000 + _ACK_GRACE_S
+        self.batches_in_flight = settings.batches_in_flight
+        self._producer: _Producer | None = None
+        self._queued_bytes = 0
 
     @abstractmethod
     def _new_producer(self) -> Any:
@@ -101,18 +239,18 @@ class ProducerSink(Sink):
         raise NotImplementedError
 
     @abstractmethod
-    def _produce(self, producer: Any, envelope: Envelope, value: bytes) -> Any:
-        """Queue one record; the handle returned tells `_outcome` what became of it."""
+    def _produce(self, producer: Any, record: KafkaRecord, sending: Sending, index: int) -> None:
+        """Queue one record; the client's report on it goes to `sending.settle(index, error)`."""
         raise NotImplementedError
 
     @abstractmethod
-    def _flush(self, producer: Any, timeout_s: float) -> None:
-        """Wait until every queued record was acknowledged or failed, or the time is up."""
+    def _await(self, producer: Any, sending: Sending, timeout_s: float, *, hurry: bool) -> bool:
+        """Wait until `sending` is settled or the time is up; with `hurry`, send all now."""
         raise NotImplementedError
 
     @abstractmethod
-    def _outcome(self, handle: Any) -> tuple[bool, BaseException | None]:
-        """Whether the record is settled, and the client's error if it failed."""
+    def _stop(self, producer: Any) -> None:
+        """From any thread, a report included: send nothing more than what is on the wire."""
         raise NotImplementedError
 
     @abstractmethod
@@ -131,51 +269,66 @@ class ProducerSink(Sink):
         raise NotImplementedError
 
     @abstractmethod
-    def _close_producer(self, producer: Any) -> None:
-        """Give pending records CLOSE_TIMEOUT_S, then release the producer."""
+    def _close_producer(self, producer: Any, *, fenced: bool) -> None:
+        """Release the producer: a fenced one at once, else after CLOSE_TIMEOUT_S for the rest."""
         raise NotImplementedError
 
-    def deliver(self, batch: Sequence[Envelope]) -> Delivery:
-        """One attempt: send all, wait until the broker acked or refused each or time ran out."""
-        if self._producer is None:
-            self._producer = self._create()
-        producer = self._producer
-        failed: dict[int, SinkError] = {}
-        handles = self._send(producer, batch, failed)
-        self._flush(producer, self._ack_timeout_s)
-        for index, handle in handles.items():
-            settled, exc = self._outcome(handle)
-            if not settled:
-                failed[index] = RetriableSinkError(
-                    f"no acknowledgement from Kafka within {self._ack_timeout_s:.0f} s"
-                )
-            elif exc is not None:
-                failed[index] = self._translate(exc)
-        if any(self._spoils_producer(error) for error in failed.values()):
-            self._reset(failed)
-        return Delivery(failed=failed)
+    def _note(self) -> str:
+        """What the client last said went wrong, for an error that has no cause of its own."""
+        return ""
 
-    def _send(
-        self, producer: Any, batch: Sequence[Envelope], failed: dict[int, SinkError]
-    ) -> dict[int, Any]:
-        handles: dict[int, Any] = {}
+    def deliver(self, batch: Sequence[Envelope]) -> Delivery:
+        """One attempt, with a new producer if the last one failed: send all, wait until the
+        broker acked or refused each or time ran out."""
+        producer = self._producer
+        if producer is not None and (producer.spoiled or producer.fenced is not None):
+            self._fence(producer, "a record failed")
+            self._producer = None
+        return self.send(batch).result(hurry=True)
+
+    def has_room(self) -> bool:
+        """Another batch may go out while the values not yet answered stay within the bound."""
+        return self._queued_bytes < MAX_QUEUED_BYTES
+
+    def send(self, batch: Sequence[Envelope]) -> Sending:
+        """Hand every record of the batch to the producer, without waiting for an answer."""
+        if self._producer is None:
+            self._producer = _Producer(self._create())
+        producer = self._producer
+        sending = Sending(self, producer, len(batch))
+        if producer.spoiled or producer.fenced is not None:
+            # Until the worker sent the failed events again (deliver), nothing newer may go.
+            refused = RetriableSinkError("not sent: an earlier batch failed")
+            for index in range(len(batch)):
+                sending.refuse(index, refused)
+            return sending
+        client = producer.client
+        size = 0
         for index, envelope in enumerate(batch):
             try:
-                value = kafka_value(envelope)
+                record = kafka_record(envelope)
             except UNENCODABLE as exc:
-                failed[index] = chained(
-                    PermanentSinkError(f"data cannot be written as JSON: {exc}"), exc
+                sending.refuse(
+                    index,
+                    chained(PermanentSinkError(f"data cannot be written as JSON: {exc}"), exc),
                 )
                 continue
             try:
-                handles[index] = self._produce(producer, envelope, value)
+                self._produce(client, record, sending, index)
             except Exception as exc:
-                failed[index] = self._translate(exc)
-                if isinstance(failed[index], RetriableSinkError):
-                    # The rest would wait as long, and on retry this event would land behind them.
-                    failed.update(dict.fromkeys(range(index + 1, len(batch)), failed[index]))
+                error = self._translate(exc)
+                sending.refuse(index, error)
+                if self._spoils_producer(error):
+                    # The rest would wait as long; sent later, this event would land behind them.
+                    producer.spoiled = True
+                    for rest in range(index + 1, len(batch)):
+                        sending.refuse(rest, error)
                     break
-        return handles
+                continue
+            size += len(record[0])
+        sending.size = size
+        self._queued_bytes += size
+        return sending
 
     def _spoils_producer(self, error: SinkError) -> bool:
         # A missing acknowledgement (no cause) may still be in flight: the old producer must go.
@@ -190,7 +343,7 @@ class ProducerSink(Sink):
         try:
             partitions = self._partition_count(producer)
         finally:
-            self._close_producer(producer)
+            self._close_producer(producer, fenced=False)
         settings = self._settings
         return (
             f"Kafka at {self._servers}: topic {settings.topic} has {partitions} partition(s), "
@@ -212,8 +365,8 @@ class ProducerSink(Sink):
     def close(self) -> None:
         """Give pending records a moment, then close the producer."""
         producer, self._producer = self._producer, None
-        if producer is not None:
-            self._close_producer(producer)
+        if producer is not None and producer.fenced is None:
+            self._close_producer(producer.client, fenced=False)
             log.info("producer_closed", sink=self.name)
 
     def _create(self) -> Any:
@@ -240,13 +393,15 @@ class ProducerSink(Sink):
             compression=settings.compression,
             idempotent=idempotent(settings),
             security_protocol=settings.security_protocol,
+            in_flight_batches=self.batches_in_flight,
         )
         return producer
 
-    def _reset(self, failed: dict[int, SinkError]) -> None:
-        # A producer with a bumped epoch, a dead connection or expired records is rebuilt next time.
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            reasons = sorted({str(error) for error in failed.values()})
-            log.warning("producer_reset", sink=self.name, failed=len(failed), reasons=reasons[:3])
-            self._close_producer(producer)
+    def _fence(self, producer: _Producer, reason: str) -> None:
+        # What the producer still holds fails now; the next batch gets a new producer.
+        if producer.fenced is not None:
+            return
+        producer.fenced = reason
+        log.warning("producer_reset", sink=self.name, reason=reason)
+        self._stop(producer.client)
+        self._close_producer(producer.client, fenced=True)

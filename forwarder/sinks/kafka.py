@@ -10,12 +10,13 @@ from kafka import KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.net.compat import KafkaNetClient
 
-from emitter.contract import Envelope
 from forwarder.errors import SinkError
+from forwarder.record import KafkaRecord
 from forwarder.sinks._producer import (
     CLOSE_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_MS,
     ProducerSink,
+    Sending,
     classified,
     delivery_timeout_ms,
     idempotent,
@@ -24,7 +25,6 @@ from forwarder.sinks._producer import (
     max_in_flight,
     security_config,
 )
-from forwarder.sinks.kafka_record import kafka_headers
 from forwarder.sinks.settings import KafkaSettings
 
 __all__ = ["KafkaSink", "ProducerFactory", "producer_config", "translate_error"]
@@ -100,37 +100,40 @@ def _retriable(exc: BaseException) -> bool:
 
 
 class KafkaSink(ProducerSink):
-    """The Kafka sink on kafka-python, a pure-Python client."""
+    """The Kafka sink on kafka-python, a pure-Python client; its reports come from its sender."""
 
     noisy_libraries = ("kafka",)
 
     def __init__(
-        self, settings: KafkaSettings, producer_factory: ProducerFactory | None = None
+        self,
+        settings: KafkaSettings,
+        producer_factory: ProducerFactory | None = None,
     ) -> None:
         super().__init__(settings)
         self._config = producer_config(settings)
         self._factory: ProducerFactory = producer_factory or _new_producer
+        self._topic = settings.topic
 
     def _new_producer(self) -> Any:
         return self._factory(self._config)
 
-    def _produce(self, producer: Any, envelope: Envelope, value: bytes) -> Any:
-        return producer.send(
-            self._settings.topic,
-            value=value,
-            key=envelope.key.encode(),
-            headers=kafka_headers(envelope),
-        )
+    def _produce(self, producer: Any, record: KafkaRecord, sending: Sending, index: int) -> None:
+        value, key, headers = record
+        future = producer.send(self._topic, value=value, key=key, headers=headers)
+        future.add_callback(_Acked(sending, index))
+        future.add_errback(sending.settle, index)
 
-    def _flush(self, producer: Any, timeout_s: float) -> None:
-        # A flush that times out is no answer: the records still pending are reported as such.
-        with contextlib.suppress(kafka_errors.KafkaError):
-            producer.flush(timeout=timeout_s)
+    def _await(self, producer: Any, sending: Sending, timeout_s: float, *, hurry: bool) -> bool:
+        if hurry:
+            # A flush that times out is no answer: the records still pending say so.
+            with contextlib.suppress(kafka_errors.KafkaError):
+                producer.flush(timeout=timeout_s)
+        return sending.wait(0 if hurry else timeout_s)
 
-    def _outcome(self, handle: Any) -> tuple[bool, BaseException | None]:
-        if not handle.is_done:
-            return False, None
-        return True, handle.exception if handle.failed() else None
+    def _stop(self, producer: Any) -> None:
+        # The sender stops after the report it is handling and fails what it holds; no other
+        # call does that without waiting (close() flushes first), from its own thread included.
+        producer._sender.force_close()
 
     def _translate(self, exc: BaseException) -> SinkError:
         return translate_error(exc)
@@ -146,11 +149,25 @@ class KafkaSink(ProducerSink):
         except Exception as exc:
             raise translate_error(exc) from exc
 
-    def _close_producer(self, producer: Any) -> None:
+    def _close_producer(self, producer: Any, *, fenced: bool) -> None:
         try:
             producer.close(timeout=CLOSE_TIMEOUT_S)
         except kafka_errors.KafkaError as exc:
-            log.warning("producer_close_failed", error=str(exc))
+            if not fenced:
+                log.warning("producer_close_failed", error=str(exc))
+
+
+class _Acked:
+    """The success report of one record: one object, not two partials per record."""
+
+    __slots__ = ("index", "sending")
+
+    def __init__(self, sending: Sending, index: int) -> None:
+        self.sending = sending
+        self.index = index
+
+    def __call__(self, _metadata: Any) -> None:
+        self.sending.settle(self.index, None)
 
 
 def _new_producer(config: dict[str, Any]) -> KafkaProducer:

@@ -8,18 +8,20 @@ refused record, has the producer rebuilt before the next attempt.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from emitter.contract import Envelope
 from forwarder.errors import SinkError
+from forwarder.record import KafkaRecord
 from forwarder.sinks._producer import (
     CLOSE_TIMEOUT_S,
     RECONNECT_BACKOFF_MAX_MS,
     ProducerSink,
+    Sending,
     classified,
     delivery_timeout_ms,
     idempotent,
@@ -28,7 +30,6 @@ from forwarder.sinks._producer import (
     max_in_flight,
     security_config,
 )
-from forwarder.sinks.kafka_record import kafka_headers
 from forwarder.sinks.settings import KafkaSettings
 
 __all__ = ["ConfluentKafkaSink", "producer_config", "translate_error"]
@@ -36,6 +37,9 @@ __all__ = ["ConfluentKafkaSink", "producer_config", "translate_error"]
 _LIBRARY_LOG: Final = logging.getLogger("confluent_kafka")
 """librdkafka writes to stderr unless given a logger; this one the forwarder's logging quiets."""
 _METADATA_RETRY_S: Final = 0.1
+_QUEUE_FULL_WAIT_S: Final = 0.05
+_REPORT_WAIT_S: Final = 0.1
+"""Longest poll() between two looks at whether a report spoiled the producer."""
 
 _PERMANENT: Final = frozenset(
     {
@@ -104,6 +108,8 @@ def producer_config(settings: KafkaSettings) -> dict[str, Any]:
         "message.timeout.ms": delivery_timeout_ms(settings),
         "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
         "enable.idempotence": idempotent(settings),
+        # An idempotent producer that would leave a gap stops instead (a fatal error).
+        "enable.gapless.guarantee": idempotent(settings),
         "max.in.flight.requests.per.connection": max_in_flight(settings),
         "security.protocol": settings.security_protocol.lower(),
     }
@@ -135,22 +141,8 @@ def _code(exc: BaseException) -> int | None:
     return None
 
 
-class _Report:
-    """The delivery callback of one record, and what it reported."""
-
-    __slots__ = ("error", "settled")
-
-    def __init__(self) -> None:
-        self.settled = False
-        self.error: BaseException | None = None
-
-    def __call__(self, error: KafkaError | None, _message: Message) -> None:
-        self.settled = True
-        self.error = None if error is None else KafkaException(error)
-
-
 class ConfluentKafkaSink(ProducerSink):
-    """The Kafka sink on librdkafka; delivery reports arrive in this thread, from flush()."""
+    """The Kafka sink on librdkafka; delivery reports arrive in this thread, from poll()."""
 
     noisy_libraries = ("confluent_kafka",)
 
@@ -158,6 +150,8 @@ class ConfluentKafkaSink(ProducerSink):
         super().__init__(settings)
         self._config = producer_config(settings)
         self._client_error: KafkaError | None = None
+        self._topic = settings.topic
+        self._block_s = max_block_ms(settings) / 1000
 
     def _new_producer(self) -> Producer:
         self._client_error = None
@@ -168,22 +162,43 @@ class ConfluentKafkaSink(ProducerSink):
         if error.code() != KafkaError._ALL_BROKERS_DOWN:
             self._client_error = error
 
-    def _produce(self, producer: Any, envelope: Envelope, value: bytes) -> Any:
-        report = _Report()
-        producer.produce(
-            self._settings.topic,
-            value=value,
-            key=envelope.key.encode(),
-            headers=kafka_headers(envelope),
-            on_delivery=report,
-        )
-        return report
+    def _produce(self, producer: Any, record: KafkaRecord, sending: Sending, index: int) -> None:
+        value, key, headers = record
+        report = functools.partial(_report, sending, index)
+        try:
+            producer.produce(self._topic, value, key, headers=headers, on_delivery=report)
+        except BufferError:
+            # librdkafka's queue is full; it drains as the broker acknowledges.
+            deadline = time.monotonic() + self._block_s
+            while True:
+                producer.poll(_QUEUE_FULL_WAIT_S)
+                try:
+                    producer.produce(self._topic, value, key, headers=headers, on_delivery=report)
+                except BufferError:
+                    if time.monotonic() > deadline:
+                        raise
+                else:
+                    return
 
-    def _flush(self, producer: Any, timeout_s: float) -> None:
-        producer.flush(timeout_s)
+    def _await(self, producer: Any, sending: Sending, timeout_s: float, *, hurry: bool) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not sending.settled:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0 or sending.spoiled:
+                break
+            if hurry:
+                producer.flush(min(remaining_s, _REPORT_WAIT_S))
+            else:
+                producer.poll(min(remaining_s, _REPORT_WAIT_S))
+        return sending.settled or sending.spoiled
 
-    def _outcome(self, handle: Any) -> tuple[bool, BaseException | None]:
-        return handle.settled, handle.error
+    def _stop(self, producer: Any) -> None:
+        # Reports come from poll() in this thread; the waiting loop sees the flag and fences.
+        return
+
+    def _note(self) -> str:
+        error = self._client_error
+        return "" if error is None else f" (last client error: {error.str()})"
 
     def _translate(self, exc: BaseException) -> SinkError:
         return translate_error(exc, self._client_error)
@@ -210,13 +225,21 @@ class ConfluentKafkaSink(ProducerSink):
             time.sleep(_METADATA_RETRY_S)
         raise self._no_metadata()
 
-    def _close_producer(self, producer: Any) -> None:
+    def _close_producer(self, producer: Any, *, fenced: bool) -> None:
+        if fenced:
+            # What it still holds fails now, never to be sent after a retry the forwarder made.
+            producer.purge()
+            producer.poll(0)
+            return
         pending = producer.flush(CLOSE_TIMEOUT_S)
         if pending:
-            # Records the old producer still holds fail now, not on a retry the forwarder made.
             producer.purge()
             producer.poll(0)
             log.warning(
                 "producer_close_failed",
                 error=f"{pending} record(s) not acknowledged within {CLOSE_TIMEOUT_S:.0f} s",
             )
+
+
+def _report(sending: Sending, index: int, error: KafkaError | None, _message: Message) -> None:
+    sending.settle(index, None if error is None else KafkaException(error))

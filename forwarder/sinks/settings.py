@@ -49,6 +49,8 @@ class KafkaSettings:
     acks: Acks = "all"
     retries: int = 3
     request_timeout_ms: int = 30000
+    batches_in_flight: int = 4
+    """FORWARDER_INFLIGHT_BATCHES: batches handed to the client before the oldest is answered."""
     client_id: str = "openalgo-forwarder"
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: SaslMechanism | None = None
@@ -93,6 +95,9 @@ class KafkaSettings:
             request_timeout_ms=env_int(
                 env, "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS", cls.request_timeout_ms, minimum=1
             ),
+            batches_in_flight=env_int(
+                env, "FORWARDER_INFLIGHT_BATCHES", cls.batches_in_flight, minimum=1
+            ),
             client_id=env_str(env, "KAFKA_CLIENT_ID", cls.client_id),
             security_protocol=protocol,
             sasl_mechanism=mechanism,
@@ -113,7 +118,8 @@ class KafkaSettings:
         """Where events go and how, for `check`; the password only as set or not set."""
         text = (
             f"kafka ({self.client}) {','.join(self.bootstrap_servers)} topic {self.topic} "
-            f"compression {self.compression} acks {self.acks} {self.security_protocol}"
+            f"compression {self.compression} acks {self.acks} {self.security_protocol}, "
+            f"{self.batches_in_flight} batches in flight"
         )
         if self.sasl_mechanism is not None:
             text += (

@@ -22,8 +22,9 @@ from emitter.contract import encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.store import BUFFER_FILE, open_disk
 from harness.broker import consume
-from harness.events import envelope, push_frames
+from harness.events import envelope, push_frames, pusher
 from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
+from harness.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -125,22 +126,53 @@ def settled(process: ForwarderProcess, timeout: float = 120) -> dict[str, Any]:
     pytest.fail(f"the forwarder did not settle:\n{process.output()[-3000:]}")
 
 
+def numbered(n: int) -> bytes:
+    """Event `n` as the Publisher sends it, encoded."""
+    return encode_envelope(
+        envelope(
+            "order_event",
+            {"symbol": "SBIN", "action": "BUY", "orderid": f"ORD{n}", "n": n},
+            id=f"n-{n:08d}",
+            user_id=USERS[n % len(USERS)],
+        )
+    )
+
+
 def push_numbered(endpoint: str, numbers: range) -> None:
     """Events as the Publisher sends them, pushed as fast as ZeroMQ takes them."""
-    push_frames(
-        endpoint,
-        (
-            encode_envelope(
-                envelope(
-                    "order_event",
-                    {"symbol": "SBIN", "action": "BUY", "orderid": f"ORD{n}", "n": n},
-                    id=f"n-{n:08d}",
-                    user_id=USERS[n % len(USERS)],
+    push_frames(endpoint, (numbered(n) for n in numbers))
+
+
+class Stream:
+    """Numbered events pushed from a thread in chunks at a steady rate, faster than one batch at a
+    time is acknowledged, so several batches are in flight whenever a fault strikes."""
+
+    CHUNK = 100
+
+    def __init__(self, endpoint: str, count: int, rate: float) -> None:
+        self._endpoint = endpoint
+        self._count = count
+        self._interval = self.CHUNK / rate
+        self.pushed = 0
+        self._thread = threading.Thread(target=self._run, name="stream")
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        with pusher(self._endpoint) as push:
+            for first in range(0, self._count, self.CHUNK):
+                time.sleep(
+                    max(0.0, started + first // self.CHUNK * self._interval - time.monotonic())
                 )
-            )
-            for n in numbers
-        ),
-    )
+                for n in range(first, min(first + self.CHUNK, self._count)):
+                    push.send(numbered(n))
+                self.pushed = min(first + self.CHUNK, self._count)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._thread.join(120)
 
 
 def wait_for_stats(process: ForwarderProcess, what, timeout: float = 60) -> dict[str, Any]:
@@ -324,3 +356,67 @@ class TestFullDisk:
         per_user, repeats = arrived(broker.bootstrap, topic, kept)
         assert per_user == expected(range(kept))
         assert repeats == 0
+
+
+def black_hole(proxy: FaultProxy) -> None:
+    """Silence for longer than a request may take: the oldest batch goes unanswered."""
+    proxy.blackhole()
+    time.sleep(3)
+    proxy.heal()
+
+
+def resets(proxy: FaultProxy) -> None:
+    """Connections cut by RSTs, three times: requests in flight are lost with them."""
+    for _ in range(3):
+        proxy.reset()
+        time.sleep(0.4)
+
+
+def late_answers(proxy: FaultProxy) -> None:
+    """Each chunk held past the request timeout: the forwarder gives up on a producer whose
+    requests still reach the broker afterwards, while the new producer sends them again."""
+    proxy.delay(2.5)
+    time.sleep(1)
+    proxy.heal()
+
+
+class TestOrderWithBatchesInFlight:
+    """Faults that strike while several batches are in flight: every event arrives, each key's
+    events first arrive in order, and repeats (counted by event id) stay within what was in
+    flight."""
+
+    TOTAL = 30_000
+    BATCH_MAX = 500
+
+    @pytest.mark.parametrize("fault", [black_hole, resets, late_answers])
+    def test_mid_stream_fault_keeps_per_key_order(  # noqa: PLR0917 - pytest fixtures
+        self, tmp_path, forwarders, proxied_broker, topic, kafka_client, fault
+    ):
+        broker, proxy = proxied_broker
+        process = start(
+            forwarders,
+            tmp_path,
+            broker.bootstrap,
+            topic,
+            KAFKA_CLIENT=kafka_client,
+            FORWARDER_BATCH_MAX=str(self.BATCH_MAX),
+            FORWARDER_INFLIGHT_BATCHES="4",
+        )
+        with Stream(process.env["FORWARDER_ENDPOINT"], self.TOTAL, rate=5000) as stream:
+            wait_for_stats(process, lambda s: s["sinks"]["kafka"]["delivered"] >= 2000)
+            struck_at = stream.pushed
+            fault(proxy)
+            healed_at = stream.pushed
+        assert struck_at < self.TOTAL, "the fault came after the last event was pushed"
+        per_user, repeats = arrived(broker.bootstrap, topic, self.TOTAL)
+        resets_logged = process.logs("producer_reset")
+        print(
+            f"\n{fault.__name__}: struck after {struck_at} pushed, healed after {healed_at}; "
+            f"{len(resets_logged)} producer reset(s), {repeats} records written twice"
+        )
+        assert per_user == expected(range(self.TOTAL))
+        # Sent again: at most the batches then in flight and the one being retried, twice over
+        # for a second fault before the first had cleared.
+        assert repeats <= 2 * 5 * self.BATCH_MAX
+        if fault is not resets:
+            assert resets_logged, "the fault never made the forwarder give up on a batch"

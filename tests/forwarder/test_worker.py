@@ -12,9 +12,10 @@ from structlog.testing import capture_logs
 
 from emitter.contract import decode_envelope, encode_envelope
 from forwarder.deadletter import DeadLetters
-from forwarder.errors import PermanentSinkError
+from forwarder.errors import PermanentSinkError, RetriableSinkError
 from forwarder.retry import Backoff
 from forwarder.settings import Settings
+from forwarder.sinks.base import Delivery, InFlight
 from forwarder.sinks.memory import MemorySink
 from forwarder.stats import Stats
 from forwarder.store import Store, open_store
@@ -103,6 +104,46 @@ def make_worker(clock, stats, dead_letters, tmp_path, buffer, stores):  # noqa: 
 
 def ids(envelopes) -> list[str]:
     return [e.id for e in envelopes]
+
+
+class PipelinedSink(MemorySink):
+    """A memory sink that answers a batch only when the worker asks for the answer, as a Kafka
+    sink does; like it, once a batch failed it fails every later one until deliver() again."""
+
+    batches_in_flight = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fenced = False
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def send(self, batch):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        return Answer(self, list(batch))
+
+    def deliver(self, batch):
+        self.fenced = False
+        return super().deliver(batch)
+
+    def answer(self, batch) -> Delivery:
+        self.in_flight -= 1
+        if self.fenced:
+            error = RetriableSinkError("not sent: an earlier batch failed")
+            return Delivery(failed=dict.fromkeys(range(len(batch)), error))
+        delivery = super().deliver(batch)
+        self.fenced = any(isinstance(e, RetriableSinkError) for e in delivery.failed.values())
+        return delivery
+
+
+class Answer(InFlight):
+    def __init__(self, sink: PipelinedSink, batch) -> None:
+        self._sink = sink
+        self._batch = batch
+
+    def result(self, *, hurry: bool) -> Delivery:
+        return self._sink.answer(self._batch)
 
 
 class TestDeliver:
@@ -233,6 +274,27 @@ class TestThread:
         assert worker.join(30)
         assert ids(sink.delivered) == [f"ev-{n:06d}" for n in (0, 2, 4, 1, 3, 5, 6, 7, 8, 9)]
         assert sink.batches[0] == [f"ev-{n:06d}" for n in range(5)]
+
+    def test_batches_in_flight_after_a_failed_one_go_again_behind_it(
+        self, make_worker, feed, clock
+    ):
+        """Three batches in flight, the second failing: its failed event and the whole of the
+        third and fourth (sent once the first was answered) go again as one, in order."""
+        sink = PipelinedSink()
+        sink.fail_ids(["ev-000006"])
+        worker = make_worker(sink, batch_max=5, batch_linger_ms=0)
+        feed(range(20))
+        worker.start()
+        sink.wait_for(20, timeout=30)
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert sink.most_in_flight == 3
+        assert ids(sink.delivered) == [
+            f"ev-{n:06d}" for n in (0, 1, 2, 3, 4, 5, 7, 8, 9, 6, *range(10, 20))
+        ]
+        assert sink.batches[2] == [f"ev-{n:06d}" for n in (6, *range(10, 20))]
+        assert worker.waiting() == 0
+        assert worker.counters.delivered == 20
 
     def test_drain_delivers_what_is_queued_then_ends(self, make_worker, feed, clock):
         """A drained worker finishes its queue before it stops, within the deadline."""

@@ -19,11 +19,11 @@ from structlog.testing import capture_logs
 
 from emitter.contract import Envelope, decode_envelope, encode_envelope
 from forwarder.errors import PermanentSinkError, RetriableSinkError
+from forwarder.record import kafka_value
 from forwarder.settings import Settings
 from forwarder.sinks import build_sinks, kafka, kafka_confluent
 from forwarder.sinks.kafka import KafkaSink, producer_config
 from forwarder.sinks.kafka_confluent import ConfluentKafkaSink
-from forwarder.sinks.kafka_record import kafka_value
 from forwarder.sinks.settings import KafkaSettings
 from harness import events
 from harness.broker import consume, unique_topic
@@ -182,12 +182,15 @@ class TestProducerConfig:
         assert config["max_in_flight_requests_per_connection"] == in_flight
 
     def test_waits_are_bounded_by_the_settings(self):
-        """No library wait outlasts the request timeout, and records expire one request later."""
-        config = producer_config(KafkaSettings(request_timeout_ms=2000, linger_ms=7))
+        """No library wait outlasts the request timeout; records expire in the client only after
+        the forwarder gave up on every batch in flight, 2,007 ms each, plus 5 s."""
+        config = producer_config(
+            KafkaSettings(request_timeout_ms=2000, linger_ms=7, batches_in_flight=4)
+        )
 
         assert config["max_block_ms"] <= 2000
         assert config["bootstrap_timeout_ms"] <= 2000
-        assert config["delivery_timeout_ms"] == 2007
+        assert config["delivery_timeout_ms"] == 5 * 2007 + 5000
 
     def test_secured_cluster_settings_pass_through(self):
         """SASL and TLS settings reach the client only when set."""
@@ -224,20 +227,23 @@ class TestConfluentProducerConfig:
         assert config["max.in.flight.requests.per.connection"] == in_flight
 
     def test_settings_map_to_librdkafka_names(self):
-        """Batching, timeouts and client id keep their meaning; records expire one request later."""
+        """Batching, timeouts and client id keep their meaning; records expire in the client only
+        after the forwarder gave up on both batches in flight: 2,007 ms each, 2,007 more, 5 s."""
         config = kafka_confluent.producer_config(
             KafkaSettings(
                 bootstrap_servers=("a:9092", "b:9092"),
                 batch_size=65536,
                 linger_ms=7,
                 request_timeout_ms=2000,
+                batches_in_flight=2,
                 client_id="fwd",
             )
         )
 
         assert config["bootstrap.servers"] == "a:9092,b:9092"
         assert (config["batch.size"], config["linger.ms"]) == (65536, 7)
-        assert (config["request.timeout.ms"], config["message.timeout.ms"]) == (2000, 2007)
+        assert config["request.timeout.ms"] == 2000
+        assert config["message.timeout.ms"] == 3 * 2007 + 5000
         assert config["client.id"] == "fwd"
 
     def test_secured_cluster_settings_pass_through(self):

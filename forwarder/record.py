@@ -1,14 +1,21 @@
-"""The Kafka record of one event, the same whichever client library sends it."""
+"""Builds a Kafka record's value, key and headers, once, for both clients."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import msgspec
 
 from emitter.contract import SYSTEM_KEY, Envelope, utc_timestamp
 
-__all__ = ["UNENCODABLE", "kafka_headers", "kafka_value"]
+__all__ = [
+    "UNENCODABLE",
+    "KafkaRecord",
+    "kafka_headers",
+    "kafka_record",
+    "kafka_value",
+]
 
 SOURCE: Final = "openalgo"
 VERSION: Final = "1.0"
@@ -31,6 +38,14 @@ class _Record(msgspec.Struct):
 
 
 _json_encoder: Final = msgspec.json.Encoder()
+
+KafkaRecord = tuple[bytes, bytes, list[tuple[str, bytes]]]
+"""Value, key and headers, as both clients' produce calls take them."""
+
+
+def kafka_record(envelope: Envelope) -> KafkaRecord:
+    """The whole record; raises what `kafka_value` raises for data JSON cannot hold."""
+    return kafka_value(envelope), envelope.key.encode(), kafka_headers(envelope)
 
 
 def kafka_value(envelope: Envelope) -> bytes:
@@ -67,7 +82,16 @@ def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     """Event type, id and, for events from the bus, its topic as headers, so consumers route
     and deduplicate without parsing values. No topic is no header rather than a null value:
     records with a null header value did not come back through the embedded test broker."""
-    headers = [("event_type", envelope.event.encode()), ("event_id", envelope.id.encode())]
-    if envelope.topic is not None:
-        headers.append(("topic", envelope.topic.encode()))
-    return headers
+    if envelope.topic is None:
+        return [_header("event_type", envelope.event), ("event_id", envelope.id.encode())]
+    return [
+        _header("event_type", envelope.event),
+        ("event_id", envelope.id.encode()),
+        _header("topic", envelope.topic),
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _header(name: str, value: str) -> tuple[str, bytes]:
+    # A few dozen event types and topics: one tuple each, not one per record (less for the GC).
+    return name, value.encode()
