@@ -24,7 +24,7 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from forwarder.record import kafka_headers, kafka_value
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
 from forwarder.sinks.settings import KafkaSettings
+from forwarder.stats import Snapshot
 from harness import events
 from harness.broker import KafkaBroker
 from harness.browser import browser_tab
@@ -50,8 +51,8 @@ SECRET_LENGTH = 32
 CLIENTS = ("kafka-python", "confluent")
 
 
-def envelope(n: int) -> Envelope:
-    """An order of one of eight users, numbered `n`."""
+def envelope(n: int, keys: int = 8) -> Envelope:
+    """An order placed by one of `keys` users, numbered `n`."""
     return events.envelope(
         "order_event",
         {
@@ -65,7 +66,7 @@ def envelope(n: int) -> Envelope:
         },
         id=f"bench-{n:08d}",
         topic="order.placed",
-        user_id=f"user{n % 8}",
+        user_id=f"user{n % keys}",
     )
 
 
@@ -83,18 +84,22 @@ def forwarder(run_dir: Path, **settings: str) -> Iterator[ForwarderProcess]:
         process.stop()
 
 
-def stats(process: ForwarderProcess, until: Any, timeout: float = 300) -> dict[str, Any]:
+def stats(
+    process: ForwarderProcess, until: Callable[[Snapshot], bool], timeout: float = 300
+) -> Snapshot:
     """Poll the control socket until `until(snapshot)` holds."""
     path = control_path(process.env["FORWARDER_ENDPOINT"], Path(process.env["FORWARDER_STATE_DIR"]))
 
-    def reached() -> dict[str, Any] | None:
+    def reached() -> Snapshot | None:
         try:
-            snapshot: dict[str, Any] = query(path)
+            snapshot = query(path)
         except ControlError:
             return None
         return snapshot if until(snapshot) else None
 
-    return wait_until(reached, timeout, what="the forwarder's stats", interval=0.1)
+    snapshot = wait_until(reached, timeout, what="the forwarder's stats", interval=0.1)
+    assert snapshot is not None  # wait_until returns a true value only
+    return snapshot
 
 
 def forwarder_rate(bootstrap: str, run_dir: Path, count: int, client: str) -> float:
@@ -111,11 +116,11 @@ def forwarder_rate(bootstrap: str, run_dir: Path, count: int, client: str) -> fl
     ):
         # Like the raw loop's warm-up record: the producer is connected and the topic exists.
         push.send(encode_envelope(envelope(count)))
-        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= 1)
+        stats(process, until=lambda s: s.sinks["kafka"].delivered >= 1)
         started = time.perf_counter()
         for frame in frames:
             push.send(frame)
-        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + 1)
+        stats(process, until=lambda s: s.sinks["kafka"].delivered >= count + 1)
         elapsed = time.perf_counter() - started
     return count / elapsed
 
@@ -126,7 +131,7 @@ def raw_rate(bootstrap: str, topic: str, count: int, client: str) -> float:
     records = [envelope(n) for n in range(count)]
     values = [(kafka_value(e), e.key.encode(), kafka_headers(e)) for e in records]
     if client == "confluent":
-        producer = Producer(confluent_config(settings))
+        producer: Any = Producer(confluent_config(settings))  # its stubs want other headers
         producer.produce(topic, b"warm-up")
         producer.flush(30)
         started = time.perf_counter()
@@ -171,12 +176,12 @@ def latency(bootstrap: str, run_dir: Path, count: int, rate: float) -> dict[str,
         warm_up = 100
         publish(publisher, 0, warm_up, rate)
         tab.wait_for(warm_up, timeout=60)
-        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= warm_up)
+        stats(process, until=lambda s: s.sinks["kafka"].delivered >= warm_up)
         publish(publisher, warm_up, count, rate)
         publisher.close()
         events = tab.wait_for(count + warm_up, timeout=60)
         arrived = list(tab.arrived_ns)
-        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= count + warm_up)
+        stats(process, until=lambda s: s.sinks["kafka"].delivered >= count + warm_up)
     browser = [(arrived[i] - payload["emit_ns"]) / 1e6 for i, (_, payload) in enumerate(events)][
         warm_up:
     ]

@@ -34,13 +34,12 @@ import zmq
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka import KafkaProducer
 
-from bench.end_to_end import cpu_s, forwarder, stats
-from emitter.contract import Envelope, encode_envelope
+from bench.end_to_end import cpu_s, envelope, forwarder, stats
+from emitter.contract import encode_envelope
 from forwarder.record import kafka_record
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
 from forwarder.sinks.settings import KafkaSettings
-from harness import events
 from harness.broker import KafkaBroker
 
 CLIENTS = ("kafka-python", "confluent")
@@ -57,25 +56,6 @@ TARGETS = {"kafka-python": 0.9, "confluent": 0.67}
 EVENTS = {"kafka-python": 20_000, "confluent": 60_000}
 QUICK_EVENTS = {"kafka-python": 5_000, "confluent": 15_000}
 CONSUMER_TIMEOUT_S = 120.0
-
-
-def envelope(n: int, keys: int) -> Envelope:
-    """An order placed by one of `keys` users, numbered `n`."""
-    return events.envelope(
-        "order_event",
-        {
-            "symbol": "SBIN-EQ",
-            "action": "BUY",
-            "orderid": f"25010100{n:08d}",
-            "exchange": "NSE",
-            "price_type": "MARKET",
-            "product_type": "MIS",
-            "mode": "live",
-        },
-        id=f"m-{n:08d}",
-        topic="order.placed",
-        user_id=f"user{n % keys}",
-    )
 
 
 @dataclass(frozen=True)
@@ -147,7 +127,7 @@ def consume(bootstrap: str, topic: str, count: int) -> None:
             return
         time.sleep(0.01)
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    seen: set[bytes] = set()
+    seen: set[str | bytes] = set()
     duplicates = 0
     while len(seen) < count and time.monotonic() < deadline:
         for message in consumer.consume(10_000, 0.05):
@@ -183,7 +163,7 @@ def forwarder_run(servers: str, run_dir: Path, cell: Cell, extra: dict[str, str]
         push.connect(process.env["FORWARDER_ENDPOINT"])
         # Like the raw loop's warm-up record: the producer is connected and the topic exists.
         push.send(encode_envelope(envelope(count, keys)))
-        stats(process, until=lambda s: s["sinks"]["kafka"]["delivered"] >= 1)
+        stats(process, until=lambda s: s.sinks["kafka"].delivered >= 1)
         pid = process.pid
         with counting(servers, topic, count + 1) as consumer:
             cpu_before = cpu_s(pid)
@@ -205,7 +185,7 @@ def raw_run(servers: str, topic: str, cell: Cell) -> Run:
     records = [kafka_record(envelope(n, keys)) for n in range(count)]
     with counting(servers, topic, count + 1) as consumer:
         if client == "confluent":
-            producer = Producer(confluent_config(kafka))
+            producer: Any = Producer(confluent_config(kafka))  # its stubs want other headers
             producer.produce(topic, b"warm-up", headers=[("event_id", b"warm-up")])
             producer.flush(30)
             cpu_before, started = process_cpu_s(), time.time()

@@ -321,7 +321,7 @@ def measure_in_worker(url: str, pattern: str, count: int, endpoint: str) -> Any:
     """The floor and the publish timed in turns inside the worker by bench.worker_app."""
     answer = requests.post(
         f"{url}/measure",
-        params={"pattern": pattern.split(maxsplit=1)[0], "count": count},
+        params={"pattern": pattern.split(maxsplit=1)[0], "count": str(count)},
         data={"endpoint": endpoint},
         timeout=600,
     )
