@@ -6,13 +6,16 @@ import base64
 import json
 import random
 import threading
+import time
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
 from emitter.contract import decode_envelope, encode_envelope
 from forwarder.deadletter import DeadLetters
 from forwarder.errors import PermanentSinkError
+from forwarder.metrics import BatchLatency
 from forwarder.retry import Backoff
 from forwarder.settings import Settings
 from forwarder.sinks.memory import MemorySink
@@ -20,6 +23,7 @@ from forwarder.stats import Stats
 from forwarder.store import Store, open_store
 from forwarder.worker import SinkWorker
 from tests.support.forwarder import envelope
+from tests.support.socketio_server import wait_until
 
 
 class FakeClock:
@@ -305,3 +309,200 @@ class TestStoredDamage:
         [record] = [json.loads(line) for line in dead_letters.path.read_text().splitlines()]
         assert base64.b64decode(record["raw"]) == b"\xc1 no event"
         assert (record["sink"], record["reason"][:26]) == ("memory", "unreadable in the buffer: ")
+
+
+class Recording:
+    """A store whose backlog writes down how long each take was allowed to wait."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.waits: list[float] = []
+
+    def backlog(self, sink: str):
+        store, waits = self._store, self.waits
+
+        class Backlog:
+            def take(self, limit: int, wait_s: float):
+                waits.append(wait_s)
+                return store.backlog(sink).take(limit, wait_s)
+
+            def __getattr__(self, name: str):
+                return getattr(store.backlog(sink), name)
+
+        return Backlog()
+
+
+class SlowSink(MemorySink):
+    """A sink whose every delivery takes `seconds` on the test's clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self._clock = clock
+        self._seconds = seconds
+
+    def deliver(self, batch):
+        self._clock.now += self._seconds
+        return super().deliver(batch)
+
+
+class TestReporting:
+    def test_the_batch_line_gives_latency_and_age_in_milliseconds(
+        self, clock, stats, dead_letters, tmp_path
+    ):
+        """Latency is the sink's time for the batch on the worker's clock, age that of the
+        oldest event of the batch; the latency histogram gets the same seconds."""
+        settings = Settings(state_dir=tmp_path, buffer="memory")
+        store, _ = open_store(settings, ["memory"])
+        latency = BatchLatency()
+        worker = SinkWorker(
+            SlowSink(clock, 0.0123456),
+            store,
+            settings,
+            stats=stats,
+            dead_letters=dead_letters,
+            clock=clock,
+            latency=latency,
+        )
+        old = msgspec.structs.replace(envelope(0), ts=1_000_000_000)
+        try:
+            with capture_logs() as logs:
+                before = time.time_ns()
+                worker.deliver([old, envelope(1)])
+                after = time.time_ns()
+        finally:
+            store.close()
+        [line] = logs
+        assert line["latency_ms"] == 12.346
+        assert (before - old.ts) / 1e6 <= line["age_ms"] <= (after - old.ts) / 1e6
+        [histogram] = latency.collect()
+        [total] = [s for s in histogram.samples if s.name.endswith("_sum")]
+        assert (total.labels["sink"], total.value) == ("memory", pytest.approx(0.0123456))
+        assert [s.value for s in histogram.samples if s.name.endswith("_count")] == [1]
+
+    def test_retries_wait_the_backoffs_delays_in_turn_and_say_so(self, make_worker, clock):
+        """The n-th retry sleeps the backoff's n-th delay (drawn from the same source), and its
+        line gives that delay in milliseconds, the sink and what failed."""
+        sink = MemorySink()
+        sink.fail_next(3)
+        worker = make_worker(sink)
+        reference = Backoff(100, 1000, rng=random.Random(3))
+        expected = [reference.delay_s(n) for n in range(3)]
+        with capture_logs() as logs:
+            worker.deliver([envelope(0)])
+        assert clock.sleeps == expected
+        retries = [line for line in logs if line["event"] == "sink_retry"]
+        assert [r["delay_ms"] for r in retries] == [round(d * 1000, 3) for d in expected]
+        assert {r["sink"] for r in retries} == {"memory"}
+
+    def test_a_sink_still_failing_is_reported_with_its_first_error_until_it_recovers(
+        self, make_worker, clock
+    ):
+        """The stats line shows since when a sink has been retrying and the error of the first
+        event still pending; both clear once the batch is through."""
+        sink = MemorySink()
+        sink.fail_ids(["ev-000002", "ev-000001"], times=10_000)
+        worker = make_worker(sink)
+        worker.drain(clock.now + 5)
+        started = time.monotonic()
+        assert worker.deliver([envelope(n) for n in range(3)]) is False
+        assert worker.counters.last_error == "memory sink failed ev-000001 for now"
+        assert started <= worker.counters.retrying_since <= time.monotonic()
+        worker.drain(clock.now + 5)
+        assert worker.deliver([envelope(3)]) is True
+        assert worker.counters.retrying_since is None
+        assert worker.counters.delivered == 2
+
+    def test_an_unexpected_exception_is_logged_with_the_sink_and_the_batch_size(self, make_worker):
+        sink = MemorySink()
+        sink.fail_next(1, KeyError("surprise"))
+        worker = make_worker(sink)
+        with capture_logs() as logs:
+            worker.deliver([envelope(0), envelope(1)])
+        [failed] = [line for line in logs if line["event"] == "sink_failed"]
+        assert (failed["sink"], failed["count"], failed["log_level"]) == ("memory", 2, "error")
+        assert ids(sink.delivered) == ["ev-000000", "ev-000001"]
+
+    @pytest.mark.parametrize("buffer", ["disk"], indirect=True)
+    def test_damage_adds_to_what_the_sink_dead_lettered_before(
+        self, make_worker, stats, dead_letters, tmp_path, clock
+    ):
+        """Counters add up: a refusal, then a damaged stored frame, make two."""
+        from forwarder.store import BUFFER_FILE, open_disk  # noqa: PLC0415 - one test's setup
+
+        store, _ = open_disk(tmp_path / BUFFER_FILE, ["memory"], max_bytes=1 << 20)
+        store.put([b"\xc1 no event", encode_envelope(envelope(9))], [envelope(9)])
+        store.close()
+        sink = MemorySink()
+        sink.fail_ids(["ev-000000"], permanent=True)
+        worker = make_worker(sink)
+        worker.deliver([envelope(0)])
+        assert worker.counters.dead_lettered == 1
+        worker.start()
+        wait_until(lambda: worker.counters.dead_lettered == 2, "the damaged frame dead-lettered")
+        worker.drain(clock.now + 10)
+        assert worker.join(30)
+        assert stats.buffer_damaged == 1
+        records = [json.loads(line) for line in dead_letters.path.read_text().splitlines()]
+        assert [(r["sink"], r["reason"][:10]) for r in records] == [
+            ("memory", "memory sin"),
+            ("memory", "unreadable"),
+        ]
+
+
+class TestThreadWaits:
+    def test_idle_it_waits_a_while_for_events_and_a_drained_worker_does_not_wait(
+        self, clock, stats, dead_letters, tmp_path
+    ):
+        """An idle worker waits 0.2 s per look at its backlog, then lingers the configured
+        time for more; once drained, it takes what is there without waiting."""
+        settings = Settings(state_dir=tmp_path, buffer="memory", batch_linger_ms=50)
+        store, _ = open_store(settings, ["memory"])
+        recording = Recording(store)
+        sink = MemorySink()
+        worker = SinkWorker(
+            sink, recording, settings, stats=stats, dead_letters=dead_letters, clock=clock
+        )
+        try:
+            worker.start()
+            wait_until(lambda: len(recording.waits) >= 2, "two idle looks at the backlog")
+            store.put([encode_envelope(envelope(0))], [envelope(0)])
+            sink.wait_for(1, timeout=30)
+            store.put([encode_envelope(envelope(1))], [envelope(1)])
+            worker.drain(clock.now + 10)
+            assert worker.join(30)
+        finally:
+            store.close()
+        assert ids(sink.delivered) == ["ev-000000", "ev-000001"]
+        assert recording.waits[:2] == [0.2, 0.2]
+        assert recording.waits.count(pytest.approx(0.05)) == 2
+        assert recording.waits[-1] == 0
+        assert [w for w in recording.waits if w not in (0.2, 0)] == [pytest.approx(0.05)] * 2
+
+    def test_the_thread_is_a_daemon_named_after_its_sink(self, make_worker, clock):
+        """A worker stuck in a sink call never holds the interpreter at exit; the name shows
+        in thread dumps."""
+        worker = make_worker(MemorySink("kafka"))
+        worker.start()
+        try:
+            [thread] = [t for t in threading.enumerate() if t.name == "sink-kafka"]
+            assert thread.daemon
+        finally:
+            worker.drain(clock.now)
+            assert worker.join(30)
+
+    def test_join_with_no_time_left_returns_at_once(self, make_worker, clock):
+        """A stop whose deadline has passed does not wait: join(0) and join(-1) on a running
+        worker take less time than a 0.3 s join measured in the same test."""
+        worker = make_worker(MemorySink())
+        worker.start()
+        try:
+            started = time.monotonic()
+            assert worker.join(0.3) is False
+            waited = time.monotonic() - started
+            started = time.monotonic()
+            assert worker.join(0) is False
+            assert worker.join(-1) is False
+            assert time.monotonic() - started < waited
+        finally:
+            worker.drain(clock.now)
+            assert worker.join(30)
