@@ -410,7 +410,7 @@ class TestReporting:
         worker.drain(clock.now + 5)
         assert worker.deliver([envelope(3)]) is True
         assert worker.counters.retrying_since is None
-        assert worker.counters.delivered == 2
+        assert (worker.counters.delivered, worker.counters.batches) == (2, 2)
 
     def test_an_unexpected_exception_is_logged_with_the_sink_and_the_batch_size(self, make_worker):
         sink = MemorySink()
@@ -506,3 +506,68 @@ class TestThreadWaits:
         finally:
             worker.drain(clock.now)
             assert worker.join(30)
+
+    def test_a_drain_wakes_a_worker_waiting_out_a_long_backoff(self, stats, dead_letters, tmp_path):
+        """On the real clock: a sink down, a backoff of a minute, and the stop request still
+        ends the worker by its drain deadline, the event kept for the next start."""
+        settings = Settings(
+            state_dir=tmp_path, buffer="memory", retry_base_ms=60_000, retry_max_ms=60_000
+        )
+        store, _ = open_store(settings, ["memory"])
+        sink = MemorySink()
+        sink.fail_next(10_000)
+        backoff = Backoff(60_000, 60_000, rng=random.Random(1))
+        worker = SinkWorker(
+            sink, store, settings, stats=stats, dead_letters=dead_letters, backoff=backoff
+        )
+        try:
+            store.put([encode_envelope(envelope(0))], [envelope(0)])
+            worker.start()
+            wait_until(lambda: worker.counters.retried == 1, "the first retry")
+            assert backoff.delay_s(0) > 30
+            worker.drain(time.monotonic() + 0.5)
+            assert worker.join(30)
+            assert (sink.delivered, worker.depth()) == ([], 1)
+        finally:
+            store.close()
+
+
+class TestSettings:
+    def test_without_a_backoff_the_settings_bound_each_retry(
+        self, clock, stats, dead_letters, tmp_path
+    ):
+        """RETRY_BASE_MS and RETRY_MAX_MS set the jittered delays when no backoff is given."""
+        settings = Settings(state_dir=tmp_path, buffer="memory", retry_base_ms=10, retry_max_ms=20)
+        store, _ = open_store(settings, ["memory"])
+        sink = MemorySink()
+        sink.fail_next(6)
+        worker = SinkWorker(
+            sink, store, settings, stats=stats, dead_letters=dead_letters, clock=clock
+        )
+        try:
+            worker.deliver([envelope(0)])
+        finally:
+            store.close()
+        assert len(clock.sleeps) == 6
+        assert all(0 < delay <= 0.02 for delay in clock.sleeps)
+        assert all(delay <= 0.01 for delay in clock.sleeps[:1])
+
+    def test_the_stats_line_reads_the_sinks_queue_and_oldest_age(
+        self, clock, stats, dead_letters, tmp_path
+    ):
+        """The worker registers its sink by name with the backlog's depth and oldest age."""
+        settings = Settings(state_dir=tmp_path, buffer="memory")
+        store, _ = open_store(settings, ["kafka"])
+        SinkWorker(MemorySink("kafka"), store, settings, stats=stats, dead_letters=dead_letters)
+        try:
+            store.put(
+                [encode_envelope(envelope(n)) for n in range(3)], [envelope(n) for n in range(3)]
+            )
+            snapshot = stats.snapshot()["sinks"]["kafka"]
+            assert snapshot["queued"] == 3
+            assert snapshot["oldest_age_s"] == pytest.approx(
+                store.backlog("kafka").oldest_age_s(), abs=1
+            )
+            assert snapshot["oldest_age_s"] is not None
+        finally:
+            store.close()
