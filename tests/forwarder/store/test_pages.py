@@ -131,3 +131,47 @@ def test_a_file_without_the_header_is_read_as_4096_byte_pages(tmp_path):
     assert rows
     assert all(row in expected for row in rows)
     assert len(rows) >= len(expected) - 8
+
+
+def test_pages_on_the_freelist_are_skipped_through_every_trunk(tmp_path):
+    """Pages a freelist names are not read, however many trunks it has and wherever they lie
+    (the last page, page 2), up to each trunk's count and no further: the same rows as with
+    those pages wiped."""
+    path = tmp_path / "db"
+    build(path, 512, [(n, n, b"y" * 100) for n in range(1, 801)])
+    data = bytearray(path.read_bytes())
+    pages = len(data) // 512
+    leaves = [p for p in range(3, pages) if data[(p - 1) * 512] == 0x0D]
+    capacity = 512 // 4 - 2
+    assert len(leaves) > 6 + capacity
+    listed = leaves[:3], leaves[6 : 6 + capacity]
+    not_listed = leaves[3:6]
+
+    def trunk(page: int, following: int, entries: list[int], after: list[int]) -> None:
+        body = following.to_bytes(4, "big") + len(entries).to_bytes(4, "big")
+        body += b"".join(p.to_bytes(4, "big") for p in [*entries, *after])
+        data[(page - 1) * 512 : page * 512] = body.ljust(512, b"\0")
+
+    trunk(pages, 2, listed[0], not_listed)
+    trunk(2, 0, listed[1], [])
+    data[32:36] = pages.to_bytes(4, "big")
+    crafted = tmp_path / "crafted"
+    crafted.write_bytes(bytes(data))
+    for page in [pages, 2, *listed[0], *listed[1]]:
+        data[(page - 1) * 512 : page * 512] = bytes(512)
+    data[32:36] = bytes(4)
+    wiped = tmp_path / "wiped"
+    wiped.write_bytes(bytes(data))
+    rows = found(crafted)
+    assert rows == found(wiped)
+    assert len(rows) > 10
+
+
+def test_a_freelist_said_to_start_at_page_one_is_no_freelist(tmp_path):
+    """Page 1 holds the header and the schema: a damaged header naming it is not believed."""
+    path = tmp_path / "db"
+    build(path, 4096, [(n, n, b"z" * 50) for n in range(1, 21)])
+    data = bytearray(path.read_bytes())
+    data[32:36] = (1).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    same(path)
