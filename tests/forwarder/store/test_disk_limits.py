@@ -156,3 +156,20 @@ class TestSlices:
             put(store, range(n, n + 1))
             left.append(stored_runs(path)[0][0])
         assert left == [1_001, 2_001, 2_501]
+
+
+class TestReleaseBeforeRefusing:
+    def test_rows_every_sink_finished_all_go_before_a_new_event_is_refused(self, stores, path):
+        """The first slice released is not room enough: the rest is released in the same
+        write, nothing new is dropped, and the bytes of both releases are counted free."""
+        store = opened(stores, path, max_bytes=1_500 * SIZE)
+        one = [envelope(100)]
+        for _ in range(1_500):
+            assert store.put([encode_envelope(one[0])], one) == Stored()
+        drain(store.backlog("kafka"), 1_000)
+        many = [envelope(100 + n % 900) for n in range(1_200)]
+        assert store.put([encode_envelope(e) for e in many], many) == Stored()
+        assert stored_runs(path) == [(2_700, 1_200)]
+        assert store.backlog("kafka").depth() == 1_200
+        rest = [envelope(100)] * 300
+        assert store.put([encode_envelope(e) for e in rest], rest) == Stored(), "bytes miscounted"
