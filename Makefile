@@ -8,7 +8,7 @@ PYTEST := $(BIN)/python -m pytest
 # three workers finish it in about half the time of one, also on two cores.
 TEST_WORKERS ?= 3
 
-.PHONY: bench demo test test-unit test-integration coverage lint format clean browser-deps systemd-deps
+.PHONY: bench demo mutation test test-unit test-integration coverage lint format clean browser-deps systemd-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,19 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.buffer_throughput --json $(BENCH_OUT)/buffer.json
 	$(BIN)/python -m bench.independence --json $(BENCH_OUT)/independence.json
 	$(BIN)/python -m bench.chart $(BENCH_OUT)
+
+MUTATION_STAMP := $(VENV)/.mutation-installed
+# Mutant names to run again, as globs (make mutation MUTANTS='forwarder.retry.*'); all when empty
+MUTANTS ?=
+
+$(MUTATION_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,mutation]'
+	touch $(MUTATION_STAMP)
+
+## mutation: mutmut on the transport, worker, batcher, retry and store with the fast tests; scores per module
+mutation: $(MUTATION_STAMP) systemd-deps
+	$(BIN)/mutmut run $(foreach glob,$(MUTANTS),'$(glob)')
+	$(BIN)/python -m mutation.score
 
 ## test: lint, then the whole suite (unit, integration against the embedded broker, browser)
 test: lint browser-deps systemd-deps
@@ -96,4 +109,4 @@ $(BROWSER_STAMP): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
+	rm -rf $(VENV) mutants .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

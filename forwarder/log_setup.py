@@ -66,7 +66,10 @@ def configure(
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=True)
+        # rich, when installed, colours a traceback token by token and would split a secret apart
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=True, exception_formatter=structlog.dev.plain_traceback
+        )
     shared.append(redactor.processor)  # before rendering: a renderer's repr escapes again
     structlog.configure(
         processors=[*shared, renderer],

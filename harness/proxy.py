@@ -121,6 +121,11 @@ class FaultProxy:
         """Hold each chunk this long before passing it on."""
         self.delay_s = seconds
 
+    def swallowed(self) -> bool:
+        """Whether the black hole has swallowed bytes of a connection still open."""
+        with self._lock:
+            return any(link.tainted and not link.closed.is_set() for link in self._links)
+
     def heal(self) -> None:
         """Forward again; connections whose bytes were swallowed are reset, as TCP would."""
         self.mode = Mode.FORWARD

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from harness.broker import KafkaBroker
 from tests.support.descendants import become_subreaper, end, running_descendants
@@ -20,6 +21,15 @@ THREAD_GRACE_S = 10.0
 """How long a test's threads may take to end after its teardown before the test is failed."""
 PROCESS_GRACE_S = 10.0
 """How long processes still running when the session ends may take to go before it fails."""
+
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.differing_executors],
+)
+"""For `make mutation`: mutmut runs each test many times in one process, and every mutant must
+meet the same examples."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

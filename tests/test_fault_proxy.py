@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.proxy import FaultProxy, fault_proxy
+from harness.waits import wait_until
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -63,7 +64,7 @@ class TestFaultProxy:
         with connect(proxy) as broken:
             proxy.blackhole()
             broken.sendall(b"lost")
-            time.sleep(0.1)
+            wait_until(proxy.swallowed, what="the black hole to swallow the bytes")
             proxy.heal()
             with pytest.raises(ConnectionResetError):
                 broken.recv(4096)

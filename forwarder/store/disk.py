@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -312,7 +312,9 @@ class DiskStore(Store):
                 start, end, size = self._fit(frames, size_now)
                 if end - start < len(frames) and saved.pending:
                     # Rows every sink is done with go first, before a single event is refused.
+                    first = saved.freed
                     saved = self._save_progress(db, bounded=False)
+                    saved = replace(saved, freed=first + saved.freed)
                     size_now = self._bytes - saved.freed
                     start, end, size = self._fit(frames, size_now)
                 deleted: list[tuple[int, int, int]] = []

@@ -690,7 +690,13 @@ def nested(secret_name: str) -> st.SearchStrategy[Any]:
 
 
 class TestNoApiKeyInFrames:
-    @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=150,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            *settings().suppress_health_check,
+        ],
+    )
     @given(
         data=st.data(),
         topic=st.sampled_from(OPENALGO_TOPICS),

@@ -237,7 +237,13 @@ class TestNeverRaises:
         (record,) = [r for r in caplog.records if "could not be encoded" in r.getMessage()]
         assert "EncodeError" in record.getMessage() or "TypeError" in record.getMessage()
 
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=300,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            *settings().suppress_health_check,
+        ],
+    )
     @given(
         st.fixed_dictionaries(
             {

@@ -27,6 +27,8 @@ from emitter.transport import (
     PushTransport,
     ThrottledCounter,
     TransportStats,
+    describe_error,
+    zmq_hwm,
 )
 from harness.waits import wait_until
 from tests.emitter.conftest import Peer
@@ -520,3 +522,57 @@ class TestThrottledCounter:
             "things failed: 1 since the last warning",
             "things failed: 2 since the last warning",
         ]
+
+
+class TestSmallParts:
+    def test_an_error_is_described_by_its_type_and_message_within_200_characters(self):
+        assert describe_error(ValueError("bad port")) == "ValueError: bad port"
+        assert describe_error(ValueError()) == "ValueError"
+        assert describe_error(OSError("x" * 300)) == ("OSError: " + "x" * 300)[:200]
+
+    def test_an_error_whose_text_itself_fails_is_described_by_its_type(self):
+        class BrokenError(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("no text")
+
+        assert describe_error(BrokenError()) == "BrokenError"
+
+    @pytest.mark.parametrize(
+        ("hwm", "max_bytes", "max_event_bytes", "expected"),
+        [
+            (10_000, 1_000_000, 1_000, 498),
+            (100, 1_000_000, 1_000, 100),
+            (10, 1_000, 1_000, 1),
+        ],
+    )
+    def test_zeromq_holds_frames_of_half_the_byte_budget_at_most(
+        self, hwm, max_bytes, max_event_bytes, expected
+    ):
+        """Half the budget in frames of the largest size, less the two in flight, at least one."""
+        assert zmq_hwm(hwm, max_bytes, max_event_bytes) == expected
+
+    def test_each_kind_of_drop_is_named_in_its_warning(
+        self, endpoint: str, caplog: pytest.LogCaptureFixture
+    ):
+        """A full queue blames the forwarder; a closed or disabled publisher says so."""
+        caplog.set_level(logging.WARNING, logger="emitter")
+        transport = PushTransport(endpoint, hwm=10, linger_ms=0)
+        assert all(transport.send(frame) for frame in frames(10))
+        wait_until(lambda: transport.parked)  # ZeroMQ's queue is full; ours takes as many again
+        assert all(transport.send(frame) for frame in frames(10, start=10))
+        assert transport.send(b"one too many") is False
+        transport.close()
+        assert transport.send(b"after close") is False
+        transport.close()
+        disabled = DisabledTransport("invalid FORWARDER_ENDPOINT")
+        assert disabled.send(b"x") is False
+        disabled.close()
+        messages = [r.getMessage() for r in caplog.records]
+        for expected in (
+            "events dropped: the queue for the forwarder is full; the forwarder is not taking"
+            " events (is it running?): 1 since the last warning",
+            "events dropped: the publisher is closed: 1 since the last warning",
+            "events dropped: publishing is disabled (invalid FORWARDER_ENDPOINT): 1 since the"
+            " last warning",
+        ):
+            assert expected in messages, messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -89,3 +90,46 @@ class TestBatcher:
         ticks = itertools.count(step=100)
         taking = Batcher(reader, clock=lambda: next(ticks), max_size=10, linger_s=50)
         assert numbers_of(taking.next_batch(0.01)) == [0]
+
+    def test_without_a_linger_a_batch_goes_without_waiting_for_more(self, store, reader):
+        """Linger 0 sends what is there at once: faster than a 0.3 s linger in the same test."""
+        put(store, range(1))
+        started = time.monotonic()
+        assert numbers_of(Batcher(reader, max_size=10, linger_s=0.3).next_batch(0.01)) == [0]
+        lingered = time.monotonic() - started
+        assert lingered >= 0.3
+        put(store, range(1, 2))
+        started = time.monotonic()
+        assert numbers_of(Batcher(reader, max_size=10, linger_s=0).next_batch(0.01)) == [1]
+        assert time.monotonic() - started < lingered
+
+    def test_it_asks_the_backlog_for_the_room_left_and_the_linger_left(self, store, reader):
+        """After the first take, each wait for more is the linger left on the clock, for at most
+        the room left in the batch; a full batch asks no more."""
+        put(store, range(3))
+        spy = Recording(reader)
+        taking = Batcher(spy, clock=lambda: 100.0, max_size=5, linger_s=0.3)
+        assert numbers_of(taking.next_batch(0.01)) == [0, 1, 2]
+        assert spy.takes == [(5, 0.01), (2, pytest.approx(0.3))]
+        put(store, range(3, 8))
+        spy.takes.clear()
+        assert numbers_of(taking.next_batch(0.01)) == [3, 4, 5, 6, 7]
+        assert spy.takes == [(5, 0.01)]
+        for clock, wait in (([500.0, 500.2], 0.1), ([500.0, 501.0], 0.0)):
+            put(store, range(2))
+            spy.takes.clear()
+            taking = Batcher(spy, clock=iter(clock).__next__, max_size=5, linger_s=0.3)
+            assert len(taking.next_batch(0.01)) == 2
+            assert spy.takes == [(5, 0.01), (3, pytest.approx(wait))]
+
+
+class Recording:
+    """The backlog, with each take's arguments written down."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self.takes: list[tuple[int, float]] = []
+
+    def take(self, limit: int, wait_s: float):
+        self.takes.append((limit, wait_s))
+        return self._reader.take(limit, wait_s)

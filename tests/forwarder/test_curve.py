@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.auth
+import zmq.utils.monitor
 
 from emitter.config import ConfigError, CurveKeys, curve_options
 from emitter.publisher import publisher_from_env
@@ -44,17 +45,34 @@ def client_keys(keys: Path, name: str, server: bytes | None = None) -> CurveKeys
     return CurveKeys(public, secret, server or certificate(keys, "forwarder")[0])
 
 
+HANDSHAKE_ENDED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_DISCONNECTED
+)
+
+
 def push(endpoint: str, frame: bytes, curve: CurveKeys | None) -> None:
+    """Send one frame and close once the handshake has ended either way: flushed when it
+    succeeded, dropped when it did not."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sender = context.socket(zmq.PUSH)
-    sender.setsockopt(zmq.LINGER, 0)
     for option, value in ({} if curve is None else curve_options(curve)).items():
         sender.setsockopt(option, value)
-    sender.connect(endpoint)
-    sender.send(frame)
-    time.sleep(0.5)  # the handshake and the frame, or the refusal, happen within this
-    sender.close()
-    context.term()
+    monitor = sender.get_monitor_socket(HANDSHAKE_ENDED)
+    try:
+        sender.connect(endpoint)
+        sender.send(frame)
+        assert monitor.poll(10_000), "the handshake neither succeeded nor failed"
+        outcome = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
+        sender.setsockopt(zmq.LINGER, 10_000 if outcome == zmq.EVENT_HANDSHAKE_SUCCEEDED else 0)
+    finally:
+        sender.disable_monitor()
+        monitor.close(linger=0)
+        sender.close()
+        context.term()
 
 
 def received(source: Source, timeout_ms: int = 1000) -> list[bytes]:

@@ -83,3 +83,15 @@ class TestSystemClock:
         started = clock.monotonic()
         clock.sleep(0.3, threading.Event())
         assert clock.monotonic() - started >= 0.3
+
+    def test_a_delay_of_zero_or_less_does_not_wait(self):
+        """A deadline already passed gives a delay under zero: no wait at all, so less time than
+        the 0.3 s sleep measured in the same test."""
+        clock = SystemClock()
+        started = clock.monotonic()
+        clock.sleep(0.3, threading.Event())
+        full = clock.monotonic() - started
+        started = clock.monotonic()
+        clock.sleep(0.0, threading.Event())
+        clock.sleep(-5.0, threading.Event())
+        assert clock.monotonic() - started < full

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import msgspec
+
 from forwarder.store.base import Batch, Damaged, Progress
 from harness.events import numbered
 
@@ -59,3 +63,46 @@ class TestProgress:
         assert age >= 5
         progress.lost(2)
         assert progress.oldest_age_s() is None
+
+    def test_the_age_comes_from_the_oldest_batch_taken_out_in_seconds(self):
+        """Once a batch is out, its first event's emit time is the oldest: exact to the clock."""
+        progress = Progress()
+        progress.added(2, time.time_ns() - 10_000_000_000)
+        early = msgspec.structs.replace(numbered(1), ts=1_000_000_000)
+        progress.taken_out(Batch([early, numbered(2)], first=1, last=2))
+        before = time.time_ns()
+        age = progress.oldest_age_s()
+        after = time.time_ns()
+        assert age is not None
+        assert (before - early.ts) / 1e9 <= age <= (after - early.ts) / 1e9
+
+    def test_an_event_emitted_now_is_not_aged(self):
+        """The age is not rounded up: one just emitted is younger than the time since then."""
+        progress = Progress()
+        emitted = time.time_ns()
+        progress.added(1, emitted)
+        age = progress.oldest_age_s()
+        assert age is not None
+        assert age <= (time.time_ns() - emitted) / 1e9
+
+    def test_events_lost_before_they_were_taken_leave_the_rest_aged(self):
+        """Dropping some of the held events keeps the age while any remain, down to one."""
+        progress = Progress()
+        progress.added(5, time.time_ns() - 3_000_000_000)
+        progress.lost(2)
+        assert progress.oldest_age_s() is not None
+        progress.lost(2)
+        assert progress.waiting == 1
+        assert progress.oldest_age_s() is not None
+        progress.lost(1)
+        assert progress.oldest_age_s() is None
+
+
+class TestBatchExtend:
+    def test_an_empty_batch_extended_starts_where_the_later_one_starts(self):
+        """The batcher's first take may come back empty of events yet be extended."""
+        joined = Batch([], first=0, last=0)
+        joined.extend(batch(4, 6))
+        assert (len(joined), joined.first, joined.last) == (3, 4, 6)
+        joined.extend(Batch([], first=9, last=9))
+        assert (joined.first, joined.last) == (4, 6)

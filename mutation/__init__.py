@@ -1,0 +1,1 @@
+"""Mutation testing of the delivery path: `make mutation` runs mutmut, then prints the scores."""
