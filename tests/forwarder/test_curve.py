@@ -61,10 +61,17 @@ def push(endpoint: str, frame: bytes, curve: CurveKeys | None) -> None:
     sender = context.socket(zmq.PUSH)
     for option, value in ({} if curve is None else curve_options(curve)).items():
         sender.setsockopt(option, value)
+    # Nothing waits for ever: a handshake that failed first leaves no pipe to queue the frame in.
+    sender.setsockopt(zmq.LINGER, 0)
+    sender.setsockopt(zmq.SNDTIMEO, 10_000)
     monitor = sender.get_monitor_socket(HANDSHAKE_ENDED)
     try:
         sender.connect(endpoint)
-        sender.send(frame)
+        try:
+            sender.send(frame)
+        except zmq.Again:
+            assert curve is None, "a client with keys could not queue its frame"
+            return
         assert monitor.poll(10_000), "the handshake neither succeeded nor failed"
         outcome = zmq.utils.monitor.recv_monitor_message(monitor)["event"]
         sender.setsockopt(zmq.LINGER, 10_000 if outcome == zmq.EVENT_HANDSHAKE_SUCCEEDED else 0)
