@@ -35,7 +35,7 @@ from kafka import KafkaProducer
 from emitter.contract import Envelope, encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.ops.control import ControlError, control_path, query
-from forwarder.record import kafka_headers, kafka_value
+from forwarder.record import kafka_record
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
 from forwarder.sinks.settings import KafkaSettings
@@ -129,7 +129,7 @@ def raw_rate(bootstrap: str, topic: str, count: int, client: str) -> float:
     """The client's own ceiling: a loop sending ready-made records with the forwarder's settings."""
     settings = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic)
     records = [envelope(n) for n in range(count)]
-    values = [(kafka_value(e), e.key.encode(), kafka_headers(e)) for e in records]
+    values = [kafka_record(e) for e in records]
     if client == "confluent":
         producer: Any = Producer(confluent_config(settings))  # its stubs want other headers
         producer.produce(topic, b"warm-up")
