@@ -14,8 +14,11 @@ the one before, and the worker takes their answers oldest first. Why per-key ord
 2. A producer that failed a record is fenced before it sends anything later: the first failure
    (a record refused, retries exhausted, an epoch bumped, a connection lost for good) stops it.
    kafka-python reports in its sender thread, which is stopped from within that report, before
-   it drains another batch; librdkafka's reports reach this thread, which purges the producer
-   before it hands it anything more. Every later record of that producer then fails.
+   it drains another batch; librdkafka's reports reach this thread, which purges the producer of
+   what it has not sent before it hands it anything more, gives what is on the wire one request
+   timeout to be answered (so what the broker wrote is not sent twice), then purges the rest.
+   Every later record of that producer then fails. Without idempotence librdkafka's own thread
+   may send a request between its report and the purge: kafka-python is the safer client there.
 3. The forwarder gives up on an unanswered batch before the client would: a batch has a bound
    (one request timeout plus the linger) from when it becomes the oldest, and the client's own
    delivery timeout is longer than the wait for all batches in flight. So a client never expires

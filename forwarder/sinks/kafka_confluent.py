@@ -152,6 +152,8 @@ class ConfluentKafkaSink(ProducerSink):
         self._client_error: KafkaError | None = None
         self._topic = settings.topic
         self._block_s = max_block_ms(settings) / 1000
+        self._answer_s = settings.request_timeout_ms / 1000
+        """How long a fenced producer's requests on the wire are given to be answered."""
 
     def _new_producer(self) -> Producer:
         self._client_error = None
@@ -227,7 +229,10 @@ class ConfluentKafkaSink(ProducerSink):
 
     def _close_producer(self, producer: Any, *, fenced: bool) -> None:
         if fenced:
-            # What it still holds fails now, never to be sent after a retry the forwarder made.
+            # What it has not sent fails now, never to be sent after a retry the forwarder made;
+            # what is on the wire gets its answer first, so what the broker wrote is not sent twice.
+            producer.purge(in_queue=True, in_flight=False)
+            producer.flush(self._answer_s)
             producer.purge()
             producer.poll(0)
             return

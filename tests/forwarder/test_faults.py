@@ -392,15 +392,40 @@ class TestOrderWithBatchesInFlight:
     def test_mid_stream_fault_keeps_per_key_order(  # noqa: PLR0917 - pytest fixtures
         self, tmp_path, forwarders, proxied_broker, topic, kafka_client, fault
     ):
+        resets_logged = self.strike(
+            tmp_path, forwarders, proxied_broker, topic, fault, KAFKA_CLIENT=kafka_client
+        )
+        if fault is not resets:
+            assert resets_logged, "the fault never made the forwarder give up on a batch"
+
+    @pytest.mark.parametrize("fault", [resets, late_answers])
+    def test_without_client_retries_a_failed_batch_holds_back_the_ones_behind_it(  # noqa: PLR0917
+        self, tmp_path, forwarders, proxied_broker, topic, kafka_client, fault
+    ):
+        """The client gives up on a request at once, while later batches wait in it: only the
+        forwarder stopping that producer keeps them from landing before the failed one's retry."""
+        self.strike(
+            tmp_path,
+            forwarders,
+            proxied_broker,
+            topic,
+            fault,
+            KAFKA_CLIENT=kafka_client,
+            KAFKA_PRODUCER_RETRIES="0",
+        )
+
+    def strike(self, tmp_path, forwarders, proxied_broker, topic, fault, **settings: str):
+        """Stream, strike mid-stream, heal; assert every event arrived, each key in order, and
+        repeats within what was in flight; return the producer resets logged."""
         broker, proxy = proxied_broker
         process = start(
             forwarders,
             tmp_path,
             broker.bootstrap,
             topic,
-            KAFKA_CLIENT=kafka_client,
             FORWARDER_BATCH_MAX=str(self.BATCH_MAX),
             FORWARDER_INFLIGHT_BATCHES="4",
+            **settings,
         )
         with Stream(process.env["FORWARDER_ENDPOINT"], self.TOTAL, rate=5000) as stream:
             wait_for_stats(process, lambda s: s["sinks"]["kafka"]["delivered"] >= 2000)
@@ -418,5 +443,4 @@ class TestOrderWithBatchesInFlight:
         # Sent again: at most the batches then in flight and the one being retried, twice over
         # for a second fault before the first had cleared.
         assert repeats <= 2 * 5 * self.BATCH_MAX
-        if fault is not resets:
-            assert resets_logged, "the fault never made the forwarder give up on a batch"
+        return resets_logged
