@@ -29,7 +29,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-## bench: every benchmark on this machine (about seven minutes, three more for the Kafka matrix): tables on stdout, charts in bench/out/
+## bench: every benchmark on this machine (about seven minutes, four more for the Kafka matrix): tables on stdout, charts in bench/out/
 bench: $(BENCH_STAMP)
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/python -m bench.publish_latency --gc on --json $(BENCH_OUT)/publish.json

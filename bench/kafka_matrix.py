@@ -3,13 +3,19 @@
 Run:  .venv/bin/python -m bench.kafka_matrix              (about four minutes)
       .venv/bin/python -m bench.kafka_matrix --quick      (a smoke run of a minute)
 
-Each cell runs both in the same broker, in alternating order from cell to cell: the forwarder as
-a subprocess with its default durability (FORWARDER_BUFFER=disk, FORWARDER_FSYNC=batch), fed
-pre-encoded events as fast as ZeroMQ takes them; and a loop of the same client with the same
-producer settings sending the same values, keys and headers. Throughput is counted by a consumer
-in a process of its own, reading the topic as it fills: events from the first send to the moment
-it has read every event id once. CPU seconds per 100,000 events: the forwarder process, or the
-benchmark process running the raw loop (the client's own threads included).
+Each cell runs three ways in the same broker, in alternating order from cell to cell:
+- the forwarder as a subprocess with its default durability (FORWARDER_BUFFER=disk,
+  FORWARDER_FSYNC=batch), fed pre-encoded events as fast as ZeroMQ takes them;
+- a loop of the same client with the same producer settings sending the same values, keys and
+  headers;
+- the sink alone: the same events stored while Kafka was unreachable, then delivered by a
+  forwarder started with nothing arriving meanwhile. Its ratio to the raw loop bounds what moving
+  the receiving work off the sink's interpreter (a sink worker in a process of its own) could give.
+
+Throughput is counted by a consumer in a process of its own, reading the topic as it fills: events
+from the first event id it reads to the moment it has read every one once. CPU seconds per 100,000
+events: the forwarder process, or the benchmark process running the raw loop (the client's own
+threads included).
 """
 
 from __future__ import annotations
@@ -30,17 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zmq
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka import KafkaProducer
 
 from bench.end_to_end import cpu_s, envelope, forwarder, stats
 from emitter.contract import encode_envelope
+from forwarder.push import pusher
 from forwarder.record import kafka_record
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
 from forwarder.sinks.settings import KafkaSettings
 from harness.broker import KafkaBroker
+from harness.net import free_port
 
 CLIENTS = ("kafka-python", "confluent")
 PRODUCER_SETTINGS: dict[str, dict[str, str]] = {
@@ -129,6 +136,7 @@ def consume(bootstrap: str, topic: str, count: int) -> None:
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     seen: set[str | bytes] = set()
     duplicates = 0
+    first_seen = None
     while len(seen) < count and time.monotonic() < deadline:
         for message in consumer.consume(10_000, 0.05):
             if message.error() is not None:
@@ -140,41 +148,76 @@ def consume(bootstrap: str, topic: str, count: int) -> None:
             if event_id in seen:
                 duplicates += 1
             seen.add(event_id)
+            if first_seen is None and len(seen) == 2:
+                # The second id: the first may be a warm-up record sent well before.
+                first_seen = time.time()
     done = time.time()
     consumer.close()
-    print(json.dumps({"all_seen": done, "distinct": len(seen), "duplicates": duplicates}))
+    print(
+        json.dumps(
+            {
+                "first_seen": first_seen,
+                "all_seen": done,
+                "distinct": len(seen),
+                "duplicates": duplicates,
+            }
+        )
+    )
 
 
 def forwarder_run(servers: str, run_dir: Path, cell: Cell, extra: dict[str, str]) -> Run:
     client, settings, keys, count = cell.client, cell.env | extra, cell.keys, cell.events
     frames = [encode_envelope(envelope(n, keys)) for n in range(count)]
     topic = f"fwd-{run_dir.name}"
-    with forwarder(
-        run_dir,
-        ORDER_EVENT_MODE="KAFKA",
-        KAFKA_CLIENT=client,
-        KAFKA_BOOTSTRAP_SERVERS=servers,
-        KAFKA_ORDER_EVENTS_TOPIC=topic,
-        **settings,
-    ) as process:
-        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        push = context.socket(zmq.PUSH)
-        push.setsockopt(zmq.SNDHWM, 0)
-        push.connect(process.env["FORWARDER_ENDPOINT"])
+    with (
+        forwarder(
+            run_dir,
+            ORDER_EVENT_MODE="KAFKA",
+            KAFKA_CLIENT=client,
+            KAFKA_BOOTSTRAP_SERVERS=servers,
+            KAFKA_ORDER_EVENTS_TOPIC=topic,
+            **settings,
+        ) as process,
+        pusher(process.env["FORWARDER_ENDPOINT"], linger_ms=0, hwm=0) as push,
+    ):
         # Like the raw loop's warm-up record: the producer is connected and the topic exists.
         push.send(encode_envelope(envelope(count, keys)))
         stats(process, until=lambda s: s.sinks["kafka"].delivered >= 1)
         pid = process.pid
         with counting(servers, topic, count + 1) as consumer:
             cpu_before = cpu_s(pid)
-            started = time.time()
             for frame in frames:
                 push.send(frame)
             result = counted(consumer)
             cpu = cpu_s(pid) - cpu_before
-        push.close(linger=0)
-        context.term()
-    return Run(count / (result["all_seen"] - started), cpu / count * 100_000, result["duplicates"])
+    return run(result, count, cpu)
+
+
+def backlog_run(servers: str, run_dir: Path, cell: Cell, extra: dict[str, str]) -> Run:
+    """The sink alone: store the events while Kafka is unreachable, then time their delivery by a
+    forwarder that receives nothing meanwhile."""
+    client, keys, count = cell.client, cell.keys, cell.events
+    frames = [encode_envelope(envelope(n, keys)) for n in range(count)]
+    topic = f"backlog-{run_dir.name}"
+    settings = cell.env | extra | {"ORDER_EVENT_MODE": "KAFKA", "KAFKA_CLIENT": client}
+    settings |= {"KAFKA_ORDER_EVENTS_TOPIC": topic, "FORWARDER_SHUTDOWN_TIMEOUT_S": "1"}
+    with (
+        forwarder(
+            run_dir, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}", **settings
+        ) as process,
+        pusher(process.env["FORWARDER_ENDPOINT"], linger_ms=0, hwm=0) as push,
+    ):
+        for frame in frames:
+            push.send(frame)
+        stats(process, until=lambda s: s.received >= count)
+    with (
+        counting(servers, topic, count) as consumer,
+        forwarder(run_dir, KAFKA_BOOTSTRAP_SERVERS=servers, **settings) as process,
+    ):
+        cpu_before = cpu_s(process.pid)
+        result = counted(consumer)
+        cpu = cpu_s(process.pid) - cpu_before
+    return run(result, count, cpu)
 
 
 def raw_run(servers: str, topic: str, cell: Cell) -> Run:
@@ -188,7 +231,7 @@ def raw_run(servers: str, topic: str, cell: Cell) -> Run:
             producer: Any = Producer(confluent_config(kafka))  # its stubs want other headers
             producer.produce(topic, b"warm-up", headers=[("event_id", b"warm-up")])
             producer.flush(30)
-            cpu_before, started = process_cpu_s(), time.time()
+            cpu_before = process_cpu_s()
             for value, key, headers in records:
                 while True:
                     try:
@@ -201,7 +244,7 @@ def raw_run(servers: str, topic: str, cell: Cell) -> Run:
         else:
             kafka_producer = KafkaProducer(**producer_config(kafka))
             kafka_producer.send(topic, b"warm-up", headers=[("event_id", b"warm-up")]).get(30)
-            cpu_before, started = process_cpu_s(), time.time()
+            cpu_before = process_cpu_s()
             for value, key, headers in records:
                 kafka_producer.send(topic, value=value, key=key, headers=headers)
             kafka_producer.flush()
@@ -209,7 +252,13 @@ def raw_run(servers: str, topic: str, cell: Cell) -> Run:
         result = counted(consumer)
         if client != "confluent":
             kafka_producer.close()
-    return Run(count / (result["all_seen"] - started), cpu / count * 100_000, result["duplicates"])
+    return run(result, count, cpu)
+
+
+def run(result: dict[str, Any], count: int, cpu_s: float) -> Run:
+    """Events per second from the first event id read to the last, and CPU per 100,000 events."""
+    rate = count / (result["all_seen"] - result["first_seen"])
+    return Run(rate, cpu_s / count * 100_000, result["duplicates"])
 
 
 def process_cpu_s() -> float:
@@ -256,7 +305,7 @@ def main() -> None:
         with KafkaBroker() as broker:
             servers = broker.bootstrap
             for number, cell in enumerate(cells):
-                runs: dict[str, list[Run]] = {"forwarder": [], "raw": []}
+                runs: dict[str, list[Run]] = {"forwarder": [], "raw": [], "backlog": []}
                 for round_ in range(args.rounds):
                     tag = f"{number}-{round_}"
                     # The in-memory broker grows with every run: alternate which goes first.
@@ -264,8 +313,10 @@ def main() -> None:
                         if kind == "raw":
                             run = raw_run(servers, f"raw-{tag}", cell)
                         else:
-                            (root / tag).mkdir()
-                            run = forwarder_run(servers, root / tag, cell, extra)
+                            run_dir = root / f"{kind}-{tag}"
+                            run_dir.mkdir()
+                            make_run = forwarder_run if kind == "forwarder" else backlog_run
+                            run = make_run(servers, run_dir, cell, extra)
                         runs[kind].append(run)
                 rows.append(row(cell, runs))
                 print_row(rows[-1], header=number == 0)
@@ -278,8 +329,9 @@ def main() -> None:
 
 
 def row(cell: Cell, runs: dict[str, list[Run]]) -> dict[str, Any]:
-    fwd, raw = runs["forwarder"], runs["raw"]
+    fwd, raw, backlog = runs["forwarder"], runs["raw"], runs["backlog"]
     ratios = [f.rate / r.rate for f, r in zip(fwd, raw, strict=True)]
+    backlog_ratios = [b.rate / r.rate for b, r in zip(backlog, raw, strict=True)]
     return {
         "client": cell.client,
         "settings": cell.settings,
@@ -290,7 +342,10 @@ def row(cell: Cell, runs: dict[str, list[Run]]) -> dict[str, Any]:
         "ratio": statistics.median(ratios),
         "forwarder_cpu_per_100k": statistics.median(r.cpu_per_100k for r in fwd),
         "raw_cpu_per_100k": statistics.median(r.cpu_per_100k for r in raw),
-        "duplicates": sum(r.duplicates for r in fwd),
+        "sink_alone": statistics.median(r.rate for r in backlog),
+        "sink_alone_ratio": statistics.median(backlog_ratios),
+        "sink_alone_cpu_per_100k": statistics.median(r.cpu_per_100k for r in backlog),
+        "duplicates": sum(r.duplicates for r in fwd + backlog),
         "target": TARGETS[cell.client],
     }
 
@@ -299,15 +354,17 @@ def print_row(figures: dict[str, Any], *, header: bool) -> None:
     if header:
         print(
             "\n| client | producer settings | keys | forwarder events/s | raw events/s | ratio "
-            "| target | met | CPU s/100k forwarder | CPU s/100k raw |"
+            "| target | met | CPU s/100k forwarder | CPU s/100k raw | sink alone events/s "
+            "| sink alone ratio | CPU s/100k sink alone |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     met = "yes" if figures["ratio"] >= figures["target"] else "no"
     print(
         f"| {figures['client']} | {figures['settings']} | {figures['keys']:,} "
         f"| {figures['forwarder']:,.0f} | {figures['raw']:,.0f} | {figures['ratio']:.2f} "
         f"| >= {figures['target']} | {met} | {figures['forwarder_cpu_per_100k']:.2f} "
-        f"| {figures['raw_cpu_per_100k']:.2f} |",
+        f"| {figures['raw_cpu_per_100k']:.2f} | {figures['sink_alone']:,.0f} "
+        f"| {figures['sink_alone_ratio']:.2f} | {figures['sink_alone_cpu_per_100k']:.2f} |",
         flush=True,
     )
 
@@ -321,8 +378,21 @@ def chart(rows: list[dict[str, Any]], out: Path) -> None:
     figure, axes = plt.subplots(figsize=(12, 6))
     labels = [f"{r['client']}\n{r['settings']}\n{r['keys']} keys" for r in rows]
     colour = {"kafka-python": "tab:blue", "confluent": "tab:orange"}
+    places = range(len(rows))
     axes.bar(
-        range(len(rows)), [r["ratio"] for r in rows], color=[colour[r["client"]] for r in rows]
+        [x - 0.2 for x in places],
+        [r["ratio"] for r in rows],
+        width=0.4,
+        color=[colour[r["client"]] for r in rows],
+        label="forwarder",
+    )
+    axes.bar(
+        [x + 0.2 for x in places],
+        [r["sink_alone_ratio"] for r in rows],
+        width=0.4,
+        color=[colour[r["client"]] for r in rows],
+        alpha=0.4,
+        label="sink alone (stored backlog)",
     )
     for client, target in TARGETS.items():
         axes.axhline(
