@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from kafka import KafkaProducer
 
 from bench.end_to_end import cpu_s, envelope, forwarder, stats
@@ -46,7 +46,7 @@ from forwarder.record import kafka_record
 from forwarder.sinks.kafka import producer_config
 from forwarder.sinks.kafka_confluent import producer_config as confluent_config
 from forwarder.sinks.settings import KafkaSettings
-from harness.broker import KafkaBroker
+from harness.broker import KafkaBroker, assign_all, reader
 from harness.net import free_port
 
 CLIENTS = ("kafka-python", "confluent")
@@ -114,26 +114,12 @@ def counted(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 def consume(bootstrap: str, topic: str, count: int) -> None:
     """In the consumer process: read `topic` from the start until `count` distinct event ids."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bench-matrix",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 5,
-            "topic.metadata.refresh.interval.ms": 200,
-        }
-    )
+    consumer = reader(bootstrap)
     print("ready", flush=True)
     deadline = time.monotonic() + CONSUMER_TIMEOUT_S
-    while True:
-        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
-        if partitions:
-            break
-        if time.monotonic() > deadline:
-            print(json.dumps({"error": f"topic {topic} never appeared"}))
-            return
-        time.sleep(0.01)
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    if not assign_all(consumer, topic, CONSUMER_TIMEOUT_S):
+        print(json.dumps({"error": f"topic {topic} never appeared"}))
+        return
     seen: set[str | bytes] = set()
     duplicates = 0
     first_seen = None

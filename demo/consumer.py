@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.broker import read_records
+from harness.broker import Record, read_records
 
 __all__ = ["KafkaRecord", "read_topic"]
 
@@ -26,12 +26,13 @@ class KafkaRecord:
 
 
 def read_topic(bootstrap: str, topic: str, count: int, deadline: float) -> list[KafkaRecord]:
-    """Every record once `count` arrived and the end was reached, or those read by `deadline`."""
+    """Every record once `count` distinct events arrived and the end was reached, or those read
+    by `deadline`."""
     timeout = max(0.0, deadline - time.monotonic())
     return [_record(message) for message in read_records(bootstrap, topic, count, timeout)]
 
 
-def _record(message: Any) -> KafkaRecord:
+def _record(message: Record) -> KafkaRecord:
     value = json.loads(message.value)
     return KafkaRecord(
         partition=message.partition,

@@ -17,7 +17,15 @@ from harness.net import accepts_connections, free_port
 from harness.processes import Child, Report, Service, StartError, child_env, silent
 from harness.waits import WaitTimeoutError, poll
 
-__all__ = ["KafkaBroker", "Record", "consume", "read_records", "unique_topic"]
+__all__ = [
+    "KafkaBroker",
+    "Record",
+    "assign_all",
+    "consume",
+    "read_records",
+    "reader",
+    "unique_topic",
+]
 
 _READY_MARK: Final = b"ready in"
 _START_TIMEOUT_S: Final = 15.0
@@ -135,10 +143,16 @@ class Record:
     value: bytes
     headers: list[tuple[str, bytes]]
 
+    @property
+    def event(self) -> bytes | tuple[int, int]:
+        """Which event it carries: the forwarder's `event_id` header, else its own position."""
+        return dict(self.headers).get("event_id") or (self.partition, self.offset)
+
 
 def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Record]:
-    """Every record of `topic` once `count` arrived and the end was reached, or those read in
-    `timeout` s; none if the topic never appeared (nothing was written to it).
+    """Every record of `topic` once `count` distinct events arrived and the end was reached, or
+    those read in `timeout` s; none if the topic never appeared (nothing was written to it).
+    Counting records instead would stop as many events short as were written twice.
 
     The embedded broker serves no consumer groups, so partitions are assigned and read from the
     start; reading on to the end of each shows duplicates as extra records. librdkafka reads
@@ -146,33 +160,24 @@ def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) 
     ones of a partition that held batches of two producers.
     """
     deadline = time.monotonic() + timeout
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "harness-reader",
-            "enable.auto.commit": False,
-            "allow.auto.create.topics": False,
-            "fetch.wait.max.ms": 10,
-            "topic.metadata.refresh.interval.ms": 200,
-            "logger": _CLIENT_LOG,
-        }
-    )
+    consumer = reader(bootstrap)
     records: list[Record] = []
+    events: set[bytes | tuple[int, int]] = set()
     following: dict[int, int] = {}
     """Per partition, the offset after the last record read."""
     try:
-        partitions = poll(lambda: _partitions(consumer, topic), timeout, interval=0.1)
+        partitions = assign_all(consumer, topic, timeout)
         if not partitions:
             return records
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while True:
             for message in consumer.consume(10_000, _POLL_S):
                 if message.error() is not None:
                     continue
                 record = _record(message)
                 records.append(record)
+                events.add(record.event)
                 following[record.partition] = record.offset + 1
-            if len(records) >= count and _read_to_end(consumer, topic, partitions, following):
+            if len(events) >= count and _read_to_end(consumer, topic, partitions, following):
                 break
             if time.monotonic() >= deadline:
                 break
@@ -181,18 +186,43 @@ def read_records(bootstrap: str, topic: str, count: int, timeout: float = 15.0) 
     return records
 
 
+def reader(bootstrap: str) -> Consumer:
+    """A consumer that commits nothing and creates no topic: it only looks."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "harness-reader",
+            "enable.auto.commit": False,
+            "allow.auto.create.topics": False,
+            "fetch.wait.max.ms": 5,
+            "topic.metadata.refresh.interval.ms": 200,
+            "logger": _CLIENT_LOG,
+        }
+    )
+
+
+def assign_all(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    """Every partition of `topic`, each assigned from its start, once the topic appeared; none if
+    it did not within `timeout` s."""
+    partitions = poll(lambda: _partitions(consumer, topic), timeout, interval=0.01) or []
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return partitions
+
+
 def consume(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[Record]:
-    """`read_records`, failing (WaitTimeoutError) when fewer than `count` arrived in `timeout` s."""
+    """`read_records`, failing (WaitTimeoutError) when fewer than `count` distinct events arrived
+    in `timeout` s."""
     records = read_records(bootstrap, topic, count, timeout)
-    if len(records) >= count:
+    events = len({record.event for record in records})
+    if events >= count:
         return records
     arrived = "\n".join(
         f"  partition {r.partition} offset {r.offset} key {r.key!r} value {r.value[:120]!r}"
         for r in records
     )
     raise WaitTimeoutError(
-        f"expected {count} records on {topic} within {timeout} s, "
-        f"{len(records)} arrived:\n{arrived}"
+        f"expected {count} distinct events on {topic} within {timeout} s, "
+        f"{events} arrived in {len(records)} records:\n{arrived}"
     )
 
 

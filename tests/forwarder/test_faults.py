@@ -21,7 +21,7 @@ import pytest
 from emitter.contract import encode_envelope
 from emitter.publisher import EventPublisher, publisher_from_env
 from forwarder.store import BUFFER_FILE, open_disk
-from harness.broker import Record, consume
+from harness.broker import consume
 from harness.events import envelope, push_frames, pusher
 from harness.forwarder import ForwarderProcess, forwarder_env, run_cli
 from harness.proxy import FaultProxy
@@ -95,20 +95,8 @@ class Publisher:
 
 
 def arrived(bootstrap: str, topic: str, count: int) -> tuple[dict[str, list[int]], int]:
-    """Per user, the numbers in Kafka's order with repeats removed, once `count` distinct ones
-    arrived; and how many were repeats. Counting records instead would stop short by as many
-    events as were repeated while the forwarder was still delivering the last ones."""
-    deadline = time.monotonic() + 120
-    wanted = count
-    while True:
-        records = consume(bootstrap, topic, wanted, timeout=max(deadline - time.monotonic(), 1))
-        per_user, repeats = first_arrivals(records)
-        if len(records) - repeats >= count:
-            return per_user, repeats
-        wanted = count + repeats
-
-
-def first_arrivals(records: list[Record]) -> tuple[dict[str, list[int]], int]:
+    """Per user, the numbers in Kafka's order with repeats removed; and how many were repeats."""
+    records = consume(bootstrap, topic, count, timeout=120)
     per_user: dict[str, list[int]] = defaultdict(list)
     seen: set[int] = set()
     repeats = 0
